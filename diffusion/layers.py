@@ -1,0 +1,120 @@
+"""Building blocks of the DDPM / iDDPM U-Nets (DDPM App. B, iDDPM Sec. 3 and App. A).
+
+All tensors are NHWC. `temb` is the timestep (+ class) embedding [B, 4 ch].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+#: DDPM's default initialiser (TF variance_scaling(1, fan_avg, uniform)).
+default_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
+
+
+def timestep_embedding(t: jnp.ndarray, dim: int) -> jnp.ndarray:
+    """Transformer sinusoidal embedding of (float) timesteps t [B] -> [B, dim] (DDPM App. B)."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(10000.0) / (half - 1) * jnp.arange(half, dtype=jnp.float32))
+    args = t.astype(jnp.float32)[:, None] * freqs[None, :]
+    emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+def group_norm(dtype: Any, name: str | None = None) -> nn.GroupNorm:
+    """GroupNorm with 32 groups, as in both papers."""
+    return nn.GroupNorm(num_groups=32, epsilon=1e-6, dtype=dtype, name=name)
+
+
+def conv3x3(features: int, dtype: Any, zero: bool = False, name: str | None = None) -> nn.Conv:
+    """3x3 'same' convolution; zero-initialised for the last layer of a residual branch."""
+    init = nn.initializers.zeros if zero else default_init
+    return nn.Conv(features, (3, 3), padding=1, kernel_init=init, dtype=dtype, name=name)
+
+
+class ResBlock(nn.Module):
+    """Residual block with timestep conditioning.
+
+    Plain (DDPM): h = conv(swish(GN(x))) + Dense(swish(temb)); out = conv(drop(swish(GN(h)))).
+    Scale-shift (iDDPM AdaGN): the second norm becomes GN(h) * (1 + scale) + shift with
+    (scale, shift) = Dense(swish(temb)). A 1x1 conv shortcut when channels change.
+    """
+
+    out_ch: int
+    dropout: float
+    scale_shift_norm: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, temb: jnp.ndarray, train: bool) -> jnp.ndarray:
+        h = nn.swish(group_norm(self.dtype, "norm1")(x))
+        h = conv3x3(self.out_ch, self.dtype, name="conv1")(h)
+        emb_ch = 2 * self.out_ch if self.scale_shift_norm else self.out_ch
+        emb = nn.Dense(emb_ch, kernel_init=default_init, dtype=self.dtype,
+                       name="temb_proj")(nn.swish(temb))[:, None, None, :]
+        if self.scale_shift_norm:
+            scale, shift = jnp.split(emb, 2, axis=-1)
+            h = group_norm(self.dtype, "norm2")(h) * (1 + scale) + shift
+        else:
+            h = group_norm(self.dtype, "norm2")(h + emb)
+        h = nn.Dropout(self.dropout, deterministic=not train)(nn.swish(h))
+        h = conv3x3(self.out_ch, self.dtype, zero=True, name="conv2")(h)
+        if x.shape[-1] != self.out_ch:
+            x = nn.Dense(self.out_ch, kernel_init=default_init, dtype=self.dtype,
+                         name="nin_shortcut")(x)
+        return x + h
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over all H*W positions with a residual connection."""
+
+    num_heads: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        b, hgt, wid, c = x.shape
+        if c % self.num_heads:
+            raise ValueError(f"{c} channels do not split into {self.num_heads} heads")
+        h = group_norm(self.dtype, "norm")(x)
+        qkv = nn.Dense(3 * c, kernel_init=default_init, dtype=self.dtype, name="qkv")(h)
+        qkv = qkv.reshape(b, hgt * wid, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        w = jnp.einsum("bqhd,bkhd->bhqk", q, k) * (c // self.num_heads) ** -0.5
+        w = nn.softmax(w.astype(jnp.float32), axis=-1).astype(v.dtype)
+        h = jnp.einsum("bhqk,bkhd->bqhd", w, v).reshape(b, hgt, wid, c)
+        h = nn.Dense(c, kernel_init=nn.initializers.zeros, dtype=self.dtype, name="proj_out")(h)
+        return x + h
+
+
+class Downsample(nn.Module):
+    """Halves H and W with a stride-2 3x3 conv, or 2x2 average pooling without conv."""
+
+    with_conv: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        if self.with_conv:
+            return nn.Conv(x.shape[-1], (3, 3), strides=2, padding=1, kernel_init=default_init,
+                           dtype=self.dtype, name="op")(x)
+        return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+class Upsample(nn.Module):
+    """Doubles H and W by nearest-neighbour repetition, then an optional 3x3 conv."""
+
+    with_conv: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        if self.with_conv:
+            x = conv3x3(x.shape[-1], self.dtype, name="conv")(x)
+        return x
