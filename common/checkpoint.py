@@ -1,0 +1,369 @@
+"""Checkpoints shared by every model: orbax save/restore, config compatibility, eval following.
+
+Layout of a workdir::
+
+    <workdir>/checkpoints/<step>/state     the training state (sharded arrays, numpy scalars)
+    <workdir>/checkpoints/<step>/config    the run's config as JSON
+    <workdir>/TRAINING_FINISHED            written once the last checkpoint is committed
+
+Orbax writes each step into a temporary directory (``<step>.orbax-checkpoint-tmp-*``) and
+renames it once every process has written its shards (on GCS, where renames are not atomic, it
+writes a ``commit_success.txt`` marker last instead), so a save cut short by a SIGKILL or a
+preemption never shows up as a step: `Checkpointer.latest_step`, `Checkpointer.restore` and
+`follow_checkpoints` only ever see complete checkpoints.
+
+Multi-host: every process calls `Checkpointer.save` / `Checkpointer.restore` with the same
+step and the same global `jax.Array` tree; each process writes and reads only the shards it
+addresses, and orbax synchronises the processes before the commit. Restoring into an abstract
+tree whose leaves carry another sharding (another mesh, another process count) reshards.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+CHECKPOINT_DIR = "checkpoints"
+FINISHED_MARKER = "TRAINING_FINISHED"
+_STATE = "state"
+_CONFIG = "config"
+
+
+class IncompatibleCheckpointError(ValueError):
+    """The workdir holds checkpoints of a model that the current config cannot restore."""
+
+
+def checkpoint_dir(workdir: epath.PathLike) -> epath.Path:
+    """Where the checkpoints of `workdir` live (local path or ``gs://`` URL)."""
+    return epath.Path(workdir) / CHECKPOINT_DIR
+
+
+def config_to_json(config: Any) -> dict[str, Any]:
+    """A JSON-compatible nested dict of a ConfigDict or mapping (tuples become lists)."""
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
+
+    def default(value: Any) -> Any:
+        return value.item() if isinstance(value, np.generic) else repr(value)
+
+    return json.loads(json.dumps(dict(config), default=default))
+
+
+def _flatten(tree: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(tree, Mapping):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+_MISSING = "<missing>"
+
+
+def config_differences(
+    saved: Mapping[str, Any], current: Mapping[str, Any], sections: Sequence[str]
+) -> list[str]:
+    """Lines ``'model.ch: checkpoint 96 vs config 64'`` for each field of `sections` that differs.
+
+    Both configs are JSON dicts (`config_to_json`); a section missing on one side counts as empty.
+    """
+    lines = []
+    for section in sections:
+        old = _flatten(saved.get(section, {}), section)
+        new = _flatten(current.get(section, {}), section)
+        for key in sorted(old.keys() | new.keys()):
+            if old.get(key, _MISSING) != new.get(key, _MISSING):
+                lines.append(
+                    f"{key}: checkpoint {old.get(key, _MISSING)!r} vs config "
+                    f"{new.get(key, _MISSING)!r}"
+                )
+    return lines
+
+
+def _read_only_manager(workdir: epath.PathLike) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    return ocp.CheckpointManager(
+        checkpoint_dir(workdir), options=options, item_names=(_STATE, _CONFIG)
+    )
+
+
+def _saved_config(manager: ocp.CheckpointManager, step: int) -> dict[str, Any] | None:
+    if _CONFIG not in manager.item_metadata(step):
+        return None
+    restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return restored[_CONFIG]
+
+
+def saved_config(workdir: epath.PathLike, step: int | None = None) -> dict[str, Any] | None:
+    """The config stored with checkpoint `step` (default: the latest); None if there is none."""
+    if not checkpoint_dir(workdir).exists():
+        return None
+    manager = _read_only_manager(workdir)
+    try:
+        step = manager.latest_step() if step is None else step
+        return None if step is None else _saved_config(manager, step)
+    finally:
+        manager.close()
+
+
+def check_compatible(
+    workdir: epath.PathLike, config: Any, sections: Sequence[str] = ("model",)
+) -> None:
+    """Raises `IncompatibleCheckpointError` if the latest checkpoint has another architecture.
+
+    Compares every field of `sections` between the config saved with the latest checkpoint and
+    `config`; the message lists each difference. Reads only: the workdir is never modified.
+    """
+    saved = saved_config(workdir)
+    if saved is None:
+        return
+    differences = config_differences(saved, config_to_json(config), sections)
+    if differences:
+        raise IncompatibleCheckpointError(
+            f"The checkpoints in {checkpoint_dir(workdir)} were written with a different "
+            f"{'/'.join(sections)} config, so they cannot be restored:\n  "
+            + "\n  ".join(differences)
+            + "\nUse a new --workdir, or pass the checkpoint's values as config overrides."
+        )
+
+
+def _path_string(path: Sequence[Any]) -> str:
+    parts = []
+    for entry in path:
+        for attribute in ("key", "name", "idx"):
+            if hasattr(entry, attribute):
+                parts.append(str(getattr(entry, attribute)))
+                break
+        else:
+            parts.append(str(entry))
+    return ".".join(parts)
+
+
+def _stored_shape(leaf: Any) -> tuple[int, ...]:
+    # Typed PRNG keys are stored as their raw key data, which has trailing dimensions.
+    if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+        return tuple(jax.eval_shape(jax.random.key_data, leaf).shape)
+    return tuple(np.shape(leaf))
+
+
+def _shapes_by_path(tree: Any) -> dict[str, tuple[int, ...]]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {_path_string(path): _stored_shape(leaf) for path, leaf in leaves}
+
+
+def shape_differences(saved_tree: Any, target_tree: Any) -> list[str]:
+    """Lines ``'params.conv.kernel: checkpoint (3, 3, 96) vs target (3, 3, 64)'``, plus leaves
+    present on one side only, between a checkpoint's metadata tree and a restore target."""
+    saved, target = _shapes_by_path(saved_tree), _shapes_by_path(target_tree)
+    lines = []
+    for key in sorted(saved.keys() | target.keys()):
+        old, new = saved.get(key, _MISSING), target.get(key, _MISSING)
+        if old != new:
+            lines.append(f"{key}: checkpoint {old} vs target {new}")
+    return lines
+
+
+class Checkpointer:
+    """Saves and restores a training state pytree in ``<workdir>/checkpoints`` with orbax.
+
+    The state is any pytree of `jax.Array` (global arrays sharded over a Mesh spanning several
+    processes are fine), numpy arrays and numpy scalars; typed PRNG keys are supported. With
+    several processes every `jax.Array` must be a global array (e.g. a key replicated with
+    ``NamedSharding(mesh, P())``, not a single-device one); numpy leaves are written by process 0
+    and must be equal on all processes. Saves
+    are asynchronous: `save` returns once the arrays are copied to host memory, so the caller
+    may donate or delete them right away; the files are written in the background.
+
+    On construction (unless `read_only`) the config is checked against the latest checkpoint
+    (`check_compatible` over `compatible_sections`) before anything in the workdir is touched.
+    """
+
+    def __init__(
+        self,
+        workdir: epath.PathLike,
+        *,
+        config: Any = None,
+        save_every: int = 1,
+        max_to_keep: int | None = 3,
+        keep_period: int | None = None,
+        async_save: bool = True,
+        read_only: bool = False,
+        compatible_sections: Sequence[str] = ("model",),
+    ):
+        """Args:
+        workdir: run directory, local or ``gs://``.
+        config: the run's config (ConfigDict or mapping), stored as JSON with every checkpoint.
+        save_every: `save` writes steps that are multiples of this (or when forced).
+        max_to_keep: number of most recent checkpoints kept (None: all).
+        keep_period: also keep every step that is a multiple of this forever.
+        async_save: write in a background thread.
+        read_only: for eval jobs: never writes, deletes or cleans up anything.
+        compatible_sections: config sections that must match the latest checkpoint.
+        """
+        if save_every < 1:
+            raise ValueError(f"save_every must be >= 1, got {save_every}")
+        self.workdir = epath.Path(workdir)
+        self.save_every = save_every
+        self._read_only = read_only
+        self._config = None if config is None else config_to_json(config)
+        if config is not None and not read_only:
+            check_compatible(workdir, config, compatible_sections)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None if read_only else max_to_keep,
+            keep_period=keep_period,
+            save_interval_steps=0 if read_only else 1,
+            create=not read_only,
+            read_only=read_only,
+            cleanup_tmp_directories=not read_only,
+            enable_async_checkpointing=async_save,
+        )
+        self._manager = ocp.CheckpointManager(
+            checkpoint_dir(workdir), options=options, item_names=(_STATE, _CONFIG)
+        )
+        if not read_only and jax.process_index() == 0:
+            (self.workdir / FINISHED_MARKER).unlink(missing_ok=True)
+
+    @property
+    def directory(self) -> epath.Path:
+        return self._manager.directory
+
+    def save(self, step: int, state: Any, *, force: bool = False) -> bool:
+        """Saves `state` as `step` if `step` is a multiple of `save_every` or `force` is set.
+
+        Every process must call this with the same arguments. A step that already has a
+        checkpoint is never overwritten. Returns whether a save was started.
+        """
+        step = int(step)
+        if not (force or step % self.save_every == 0) or step in self._manager.all_steps():
+            return False
+        items = {_STATE: ocp.args.StandardSave(state)}
+        if self._config is not None:
+            items[_CONFIG] = ocp.args.JsonSave(self._config)
+        return self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+    def _refresh(self) -> None:
+        # A read-only Checkpointer watches another job's directory; a writer knows its own steps.
+        if self._read_only:
+            self._manager.reload()
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None if there is none."""
+        self._refresh()
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """Steps of all complete checkpoints, ascending."""
+        self._refresh()
+        return sorted(self._manager.all_steps())
+
+    def config(self, step: int | None = None) -> dict[str, Any] | None:
+        """The config saved with `step` (default: the latest), or None."""
+        step = self.latest_step() if step is None else step
+        return None if step is None else _saved_config(self._manager, step)
+
+    def restore(self, abstract_state: Any, step: int | None = None) -> Any:
+        """Restores checkpoint `step` (default: the latest) into the structure of `abstract_state`.
+
+        `abstract_state` is a pytree of `jax.ShapeDtypeStruct` (with the target `sharding` for
+        arrays; `sharding=None` gives numpy arrays), e.g. ``jax.eval_shape(init)`` with shardings
+        attached, or concrete arrays of the right shapes. Raises FileNotFoundError if there is no
+        checkpoint, ValueError listing each mismatched leaf if the shapes do not match.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"No complete checkpoint in {self.directory}")
+        args = ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract_state)})
+        try:
+            return self._manager.restore(step, args=args)[_STATE]
+        except (ValueError, KeyError, TypeError) as error:
+            saved = self._manager.item_metadata(step)[_STATE]
+            differences = shape_differences(getattr(saved, "tree", saved), abstract_state)
+            if not differences:
+                raise
+            raise ValueError(
+                f"Checkpoint {step} in {self.directory} does not match the restore target:\n  "
+                + "\n  ".join(differences)
+                + "\nThe model config probably changed; use a new --workdir."
+            ) from error
+
+    def wait_until_finished(self) -> None:
+        """Blocks until the background save, if any, is committed."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for pending saves and releases the manager."""
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def mark_training_finished(workdir: epath.PathLike) -> None:
+    """Writes the 'training finished' marker (process 0 only).
+
+    Call it after `Checkpointer.wait_until_finished`, so the final checkpoint is committed first;
+    `follow_checkpoints` then yields it and stops.
+    """
+    if jax.process_index() == 0:
+        path = epath.Path(workdir) / FINISHED_MARKER
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z\n"))
+
+
+def training_finished(workdir: epath.PathLike) -> bool:
+    """Whether `mark_training_finished` was called for `workdir` (and no training restarted)."""
+    return (epath.Path(workdir) / FINISHED_MARKER).exists()
+
+
+def complete_steps(workdir: epath.PathLike) -> list[int]:
+    """Steps of the complete checkpoints in `workdir`, ascending (half-written ones excluded)."""
+    directory = checkpoint_dir(workdir)
+    if not directory.exists():
+        return []
+    return sorted(ocp.path.step.checkpoint_steps(directory))
+
+
+def follow_checkpoints(
+    workdir: epath.PathLike,
+    *,
+    poll_seconds: float = 60.0,
+    timeout_seconds: float = 3600.0,
+    start_after: int | None = None,
+) -> Iterator[int]:
+    """Yields each complete checkpoint step of `workdir` once, in order, as training writes them.
+
+    For a separate eval job. Starts with the existing steps after `start_after` (all if None),
+    then polls every `poll_seconds`. Stops when the 'training finished' marker is present (after
+    yielding the last steps) or when no new checkpoint appeared for `timeout_seconds` (the time
+    spent by the caller between two yields does not count). Works on local and ``gs://`` paths.
+    Steps that training deleted (max_to_keep) before the caller got to them are yielded anyway
+    when they were listed; restore them promptly or keep enough of them.
+    """
+    last = -1 if start_after is None else start_after
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        # Read the marker before listing: the final checkpoint is committed before the marker.
+        finished = training_finished(workdir)
+        new_steps = [step for step in complete_steps(workdir) if step > last]
+        for step in new_steps:
+            yield step
+            last = step
+        if finished:
+            return
+        if new_steps:
+            deadline = time.monotonic() + timeout_seconds
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        time.sleep(min(poll_seconds, remaining))
