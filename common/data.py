@@ -369,6 +369,7 @@ class _TfdsSource:
         import tensorflow_datasets as tfds
 
         self._tfds = tfds
+        self._name = name
         try:
             self._builder = tfds.builder(name, data_dir=data_dir)
         except ValueError as e:
@@ -402,22 +403,22 @@ class _TfdsSource:
         try:
             return self._builder.info.splits[split]
         except (KeyError, ValueError) as e:
-            raise ValueError(f'data.split={split!r} of {self._builder.name!r}: {e}') from e
+            raise ValueError(f'data.split={split!r} of {self._name!r}: {e}') from e
 
     def _not_found(self, reason: str) -> DatasetNotFoundError:
         """The error for a dataset that is not prepared where data.data_dir points."""
-        builder = self._builder
-        root = builder.data_dir_root
-        text = (f'data.name={builder.name!r}: {reason}. Datasets are never downloaded at run '
-                f'time: prepare it on a machine with network access with `tfds build '
-                f'{builder.name} --data_dir={root}`, copy that data_dir here if needed, and pass '
-                f'--config.data.data_dir=<data_dir>.')
-        manual = builder.MANUAL_DOWNLOAD_INSTRUCTIONS
+        root = self._builder.data_dir_root
+        manual = self._builder.MANUAL_DOWNLOAD_INSTRUCTIONS
         if manual:
-            text += (f' This dataset needs a manual download: put the files below in <manual_dir>'
-                     f' and run `tfds build {builder.name} --manual_dir=<manual_dir> '
-                     f'--data_dir={root}`. ' + ' '.join(manual.split()))
-        return DatasetNotFoundError(text)
+            how = (f'it needs a manual download: put the files below in <manual_dir> and run '
+                   f'`tfds build {self._name} --manual_dir=<manual_dir> --data_dir={root}`. '
+                   + ' '.join(manual.split()))
+        else:
+            how = (f'run `tfds build {self._name} --data_dir={root}` on a machine with network '
+                   f'access and copy that data_dir here if needed.')
+        return DatasetNotFoundError(
+            f'data.name={self._name!r}: {reason}. Datasets are never downloaded at run time; pass '
+            f'--config.data.data_dir=<tfds data_dir> where it is prepared. To prepare it, {how}')
 
     def _epoch(self, epoch: int) -> Any:
         """This process's epoch `epoch`: (encoded image, label) in a deterministic order."""
@@ -436,7 +437,7 @@ class _TfdsSource:
         except AssertionError as e:  # tfds's "could not find data in <data_dir>"
             raise self._not_found(f'no prepared data at {self._builder.data_dir}') from e
         except ValueError as e:  # unknown split name
-            raise ValueError(f'data.split={self._split!r} of {self._builder.name!r}: {e}') from e
+            raise ValueError(f'data.split={self._split!r} of {self._name!r}: {e}') from e
         no_label = tf.constant(0, tf.int64)
         has_label = self._has_label
         ds = ds.map(lambda ex: (ex['image'], ex['label'] if has_label else no_label))
