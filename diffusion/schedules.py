@@ -127,26 +127,26 @@ class Schedule:
         self, x0: jnp.ndarray, i: jnp.ndarray
     ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
         """q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) (DDPM Eq. 4): mean, var, log var."""
-        mean = _bcast(self.sqrt_alphas_cumprod[i], x0) * x0
-        var = _bcast(1.0 - self.alphas_cumprod[i], x0)
+        mean = per_example(self.sqrt_alphas_cumprod[i], x0) * x0
+        var = per_example(jnp.square(self.sqrt_one_minus_alphas_cumprod[i]), x0)
         return mean, var, jnp.log(var)
 
     def q_sample(self, x0: jnp.ndarray, i: jnp.ndarray, noise: jnp.ndarray) -> jnp.ndarray:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, x0 and noise [B, ...], i [B]."""
-        return (_bcast(self.sqrt_alphas_cumprod[i], x0) * x0
-                + _bcast(self.sqrt_one_minus_alphas_cumprod[i], x0) * noise)
+        return (per_example(self.sqrt_alphas_cumprod[i], x0) * x0
+                + per_example(self.sqrt_one_minus_alphas_cumprod[i], x0) * noise)
 
     def q_posterior(
         self, x0: jnp.ndarray, x_t: jnp.ndarray, i: jnp.ndarray
     ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
         """q(x_{t-1} | x_t, x_0) (DDPM Eq. 6-7): mean, variance, clipped log variance."""
-        mean = (_bcast(self.posterior_mean_coef1[i], x_t) * x0
-                + _bcast(self.posterior_mean_coef2[i], x_t) * x_t)
-        return (mean, _bcast(self.posterior_variance[i], x_t),
-                _bcast(self.posterior_log_variance_clipped[i], x_t))
+        mean = (per_example(self.posterior_mean_coef1[i], x_t) * x0
+                + per_example(self.posterior_mean_coef2[i], x_t) * x_t)
+        return (mean, per_example(self.posterior_variance[i], x_t),
+                per_example(self.posterior_log_variance_clipped[i], x_t))
 
 
-def _bcast(v: jnp.ndarray, like: jnp.ndarray) -> jnp.ndarray:
+def per_example(v: jnp.ndarray, like: jnp.ndarray) -> jnp.ndarray:
     """Reshapes per-example values [B] to broadcast against `like` [B, ...]."""
     return jnp.reshape(v, v.shape + (1,) * (like.ndim - v.ndim))
 
