@@ -88,30 +88,33 @@ def config_differences(
     return lines
 
 
-def _read_only_manager(workdir: epath.PathLike) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    return ocp.CheckpointManager(
-        checkpoint_dir(workdir), options=options, item_names=(_STATE, _CONFIG)
-    )
+def complete_steps(workdir: epath.PathLike) -> list[int]:
+    """Steps of the complete checkpoints in `workdir`, ascending (half-written ones excluded).
 
-
-def _saved_config(manager: ocp.CheckpointManager, step: int) -> dict[str, Any] | None:
-    if _CONFIG not in manager.item_metadata(step):
-        return None
-    restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    return restored[_CONFIG]
+    Only lists the directory: safe to call from any subset of processes.
+    """
+    directory = checkpoint_dir(workdir)
+    if not directory.exists():
+        return []
+    return sorted(ocp.path.step.checkpoint_steps(directory))
 
 
 def saved_config(workdir: epath.PathLike, step: int | None = None) -> dict[str, Any] | None:
-    """The config stored with checkpoint `step` (default: the latest); None if there is none."""
-    if not checkpoint_dir(workdir).exists():
+    """The config stored with checkpoint `step` (default: the latest complete one), or None.
+
+    Reads the files directly (no orbax manager, so no cross-process barrier): processes may call
+    it independently, e.g. while another process is already creating the checkpoint directory.
+    """
+    if step is None:
+        steps = complete_steps(workdir)
+        if not steps:
+            return None
+        step = steps[-1]
+    name_format = ocp.path.step.standard_name_format()
+    item = ocp.path.step.build_step_path(checkpoint_dir(workdir), name_format, step) / _CONFIG
+    if not item.exists():
         return None
-    manager = _read_only_manager(workdir)
-    try:
-        step = manager.latest_step() if step is None else step
-        return None if step is None else _saved_config(manager, step)
-    finally:
-        manager.close()
+    return dict(ocp.JsonCheckpointHandler().restore(item, args=ocp.args.JsonRestore()))
 
 
 def check_compatible(
@@ -178,9 +181,9 @@ class Checkpointer:
     processes are fine), numpy arrays and numpy scalars; typed PRNG keys are supported. With
     several processes every `jax.Array` must be a global array (e.g. a key replicated with
     ``NamedSharding(mesh, P())``, not a single-device one); numpy leaves are written by process 0
-    and must be equal on all processes. Saves
-    are asynchronous: `save` returns once the arrays are copied to host memory, so the caller
-    may donate or delete them right away; the files are written in the background.
+    and must be equal on all processes. Saves are asynchronous: `save` returns once the arrays
+    are copied to host memory, so the caller may donate or delete them right away; the files are
+    written in the background.
 
     On construction (unless `read_only`) the config is checked against the latest checkpoint
     (`check_compatible` over `compatible_sections`) before anything in the workdir is touched.
@@ -255,19 +258,20 @@ class Checkpointer:
             self._manager.reload()
 
     def latest_step(self) -> int | None:
-        """The newest complete checkpoint's step, or None if there is none."""
+        """The newest checkpoint's step, or None. A reader (`read_only`) sees complete steps only;
+        a writer also its own save in flight (complete after `wait_until_finished`)."""
         self._refresh()
         return self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        """Steps of all complete checkpoints, ascending."""
+        """Steps of all checkpoints, ascending (as `latest_step` counts them)."""
         self._refresh()
         return sorted(self._manager.all_steps())
 
     def config(self, step: int | None = None) -> dict[str, Any] | None:
         """The config saved with `step` (default: the latest), or None."""
         step = self.latest_step() if step is None else step
-        return None if step is None else _saved_config(self._manager, step)
+        return None if step is None else saved_config(self.workdir, step)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> Any:
         """Restores checkpoint `step` (default: the latest) into the structure of `abstract_state`.
@@ -324,14 +328,6 @@ def mark_training_finished(workdir: epath.PathLike) -> None:
 def training_finished(workdir: epath.PathLike) -> bool:
     """Whether `mark_training_finished` was called for `workdir` (and no training restarted)."""
     return (epath.Path(workdir) / FINISHED_MARKER).exists()
-
-
-def complete_steps(workdir: epath.PathLike) -> list[int]:
-    """Steps of the complete checkpoints in `workdir`, ascending (half-written ones excluded)."""
-    directory = checkpoint_dir(workdir)
-    if not directory.exists():
-        return []
-    return sorted(ocp.path.step.checkpoint_steps(directory))
 
 
 def follow_checkpoints(

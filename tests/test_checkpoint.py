@@ -61,16 +61,14 @@ def test_save_is_async_safe_and_restore_reshards(tmp_path, mesh):
             abstract["w"].shape, jnp.float32, sharding=NamedSharding(other, PartitionSpec("b"))
         )
         restored = ckpt.restore(abstract)
+        assert ckpt.config() == {"model": {"ch": 96, "blocks": [1, 2]}, "train": {"steps": 10}}
     assert restored["w"].sharding == abstract["w"].sharding
     np.testing.assert_array_equal(np.asarray(restored["w"]), initial_weights() + 7)
     assert int(restored["step"]) == 7
     np.testing.assert_array_equal(
         jax.random.key_data(restored["key"]), jax.random.key_data(jax.random.key(7))
     )
-    assert checkpoint.saved_config(tmp_path) == {
-        "model": {"ch": 96, "blocks": [1, 2]},
-        "train": {"steps": 10},
-    }
+    assert checkpoint.saved_config(tmp_path, 7) == checkpoint.config_to_json(CONFIG)
 
 
 def test_save_every_force_and_never_overwrite(tmp_path, mesh):
@@ -112,6 +110,8 @@ def test_incompatible_config_lists_fields_and_leaves_workdir_untouched(tmp_path,
     assert not checkpoint.training_finished(tmp_path), "a new writer clears the finished marker"
 
 
+# orbax leaves coroutines of the failed restore behind; they report a closed event loop later.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_restore_shape_mismatch_names_the_leaves(tmp_path, mesh):
     with Checkpointer(tmp_path) as ckpt:
         ckpt.save(1, make_state(1, mesh))
