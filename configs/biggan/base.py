@@ -1,0 +1,62 @@
+"""Defaults shared by every BigGAN config (Brock et al. 2018, Sec. 3 and Appendix C).
+
+Every hyperparameter the paper states lives here or in a row of a config file, never in code.
+``config.paper`` holds the figures the paper reports for the row, for tests and reports.
+"""
+
+from collections.abc import Sequence
+
+import ml_collections
+
+
+def variant_error(arg: str | None, variants: Sequence[str], config_file: str) -> ValueError:
+    """Error for an unknown ``file.py:variant`` name, listing the valid ones."""
+    names = ", ".join(f"{config_file}:{v}" for v in variants)
+    return ValueError(f"Unknown config variant {arg!r} in {config_file}; valid: {names}.")
+
+
+def biggan_config(*, resolution: int = 128, batch_size: int = 2048, g_ch: int = 96,
+                  d_ch: int = 96, z_dim: int = 120, shared_dim: int = 128, hier: bool = True,
+                  ortho_reg: float = 1e-4, name: str = "biggan", num_classes: int = 1000,
+                  g_attn_res: int = 64, d_attn_res: int = 64, dataset: str = "imagenet2012",
+                  ) -> ml_collections.ConfigDict:
+    """The full BigGAN setting (Table 1 row 8 at 128px); keyword arguments change a row."""
+    config = ml_collections.ConfigDict()
+    res = ml_collections.FieldReference(resolution)
+    classes = ml_collections.FieldReference(num_classes)
+
+    config.model = ml_collections.ConfigDict(dict(
+        name=name, resolution=res, g_ch=g_ch, d_ch=d_ch, z_dim=z_dim, num_classes=classes,
+        shared_dim=shared_dim, hier=hier, g_attn_res=g_attn_res, d_attn_res=d_attn_res,
+        bn_eps=1e-4,         # Appendix C: eps raised from 1e-8 to 1e-4 in BN and SN
+        sn_eps=1e-4,
+        bn_momentum=0.9,     # running stats only; sampling uses standing statistics
+        bn_group_size=0,     # 0: cross-replica BN over all devices (Appendix C)
+        dtype="float32",
+    ))
+    config.data = ml_collections.ConfigDict(dict(
+        name=dataset, data_dir="", split="train", resolution=res, num_classes=classes,
+        random_flip=False, train_fraction=1.0, shuffle_buffer=10_000,
+    ))
+    config.train = ml_collections.ConfigDict(dict(
+        steps=1_000_000,
+        batch_size=batch_size,   # per update (each D step and the G step), as in Table 1
+        num_d_steps=2,           # Sec. 3: two D steps per G step
+        grad_accum=1,            # micro-batches per update (BigGAN-PyTorch: 256 x 8 = 2048)
+        g_lr=5e-5, d_lr=2e-4,    # Appendix C
+        adam_b1=0.0, adam_b2=0.999,
+        adam_eps=1e-6,           # not stated in the paper; BigGAN-PyTorch's ImageNet scripts
+        ortho_reg=ortho_reg,     # Eq. 3, beta = 1e-4 (0 disables)
+        ema_decay=0.9999, ema_start=20_000,   # EMA start as in BigGAN-PyTorch
+        loss="hinge",            # 'hinge' | 'non_saturating' | 'minimax'
+        latent="normal",         # Appendix E latent distribution for training
+        seed=0,
+        log_every=100, sample_every=5_000, checkpoint_every=5_000, keep_checkpoints=3,
+    ))
+    config.eval = ml_collections.ConfigDict(dict(
+        num_samples=50_000, batch_size=500, standing_stats_passes=100,
+        truncations=(0.25, 0.5, 0.75, 1.0, 1.5, 2.0), reference_split="train",
+        inception_weights="",
+    ))
+    config.paper = ml_collections.ConfigDict()
+    return config
