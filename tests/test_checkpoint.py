@@ -23,6 +23,10 @@ from common.preemption import PreemptionHandler
 sys.path.insert(0, str(Path(__file__).parent))
 from checkpoint_worker import abstract_state, initial_weights  # noqa: E402
 
+# A failed orbax restore leaves coroutines behind that report a closed event loop when they are
+# collected, possibly during a later test.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).parent / "checkpoint_worker.py"
 CONFIG = {"model": {"ch": 96, "blocks": (1, 2)}, "train": {"steps": 10}}
@@ -110,8 +114,6 @@ def test_incompatible_config_lists_fields_and_leaves_workdir_untouched(tmp_path,
     assert not checkpoint.training_finished(tmp_path), "a new writer clears the finished marker"
 
 
-# orbax leaves coroutines of the failed restore behind; they report a closed event loop later.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_restore_shape_mismatch_names_the_leaves(tmp_path, mesh):
     with Checkpointer(tmp_path) as ckpt:
         ckpt.save(1, make_state(1, mesh))
