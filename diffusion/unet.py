@@ -16,6 +16,7 @@ import ml_collections
 
 from diffusion.layers import (
     AttentionBlock,
+    Conv3x3,
     Downsample,
     ResBlock,
     Upsample,
@@ -79,8 +80,7 @@ class UNet(nn.Module):
                 h = AttentionBlock(self.num_heads, self.dtype, name=f"{name}_attn")(h)
             return h
 
-        hs = [nn.Conv(self.ch, (3, 3), padding=1, kernel_init=default_init, dtype=self.dtype,
-                      name="conv_in")(x.astype(self.dtype))]
+        hs = [Conv3x3(self.ch, dtype=self.dtype, name="conv_in")(x)]
         levels = len(self.ch_mult)
         for lvl, mult in enumerate(self.ch_mult):
             for i in range(self.num_res_blocks):
@@ -103,8 +103,7 @@ class UNet(nn.Module):
                 h = Upsample(self.resamp_with_conv, self.dtype, name=f"up{lvl}_us")(h)
 
         h = nn.swish(group_norm(self.dtype, "norm_out")(h))
-        h = nn.Conv(out_ch, (3, 3), padding=1, kernel_init=nn.initializers.zeros,
-                    dtype=self.dtype, name="conv_out")(h)
+        h = Conv3x3(out_ch, zero=True, dtype=self.dtype, name="conv_out")(h)
         return h.astype(jnp.float32)
 
 
