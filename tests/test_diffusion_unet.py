@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from diffusion.layers import conv3x3_cpu, conv3x3_xla, timestep_embedding
+from diffusion.layers import conv3x3_cpu, conv3x3_winograd, conv3x3_xla, timestep_embedding
 from diffusion.unet import PAPER_MODELS, UNet, unet_from_config
 
 
@@ -90,7 +90,13 @@ def test_timestep_embedding_is_sinusoidal() -> None:
     np.testing.assert_allclose(emb[1, :4], np.sin(10 * freqs), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("size", [8, 20])  # XLA's kernel gradient / the GEMM one
+def test_winograd_conv_is_the_same_convolution() -> None:
+    x = jax.random.normal(jax.random.key(0), (2, 6, 10, 4))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 4, 5))
+    np.testing.assert_allclose(conv3x3_winograd(x, w), conv3x3_xla(x, w), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [8, 20])  # XLA's gradients / Winograd's
 def test_cpu_conv_gradients_match_xla(size: int) -> None:
     x = jax.random.normal(jax.random.key(0), (2, size, size, 5))
     w = jax.random.normal(jax.random.key(1), (3, 3, 5, 7))
