@@ -14,11 +14,11 @@ VARIANTS = ()
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
-    config = biggan_config(resolution=32, num_classes=10, dataset="digits", batch_size=64,
-                           g_ch=16, d_ch=16, z_dim=64, shared_dim=32, g_attn_res=0,
+    config = biggan_config(resolution=32, num_classes=10, dataset="digits", batch_size=32,
+                           g_ch=8, d_ch=8, z_dim=64, shared_dim=32, g_attn_res=0,
                            d_attn_res=0)
     config.data.random_flip = False   # digits are not mirror-symmetric
-    config.train.update(steps=3000, g_lr=2e-4, d_lr=2e-4, ema_decay=0.999, ema_start=500,
+    config.train.update(steps=2000, g_lr=2e-4, d_lr=2e-4, ema_decay=0.999, ema_start=500,
                         log_every=50, sample_every=500, checkpoint_every=500)
     config.eval.update(num_samples=2000, batch_size=250, standing_stats_passes=16,
                        truncations=(0.5, 1.0, 2.0))

@@ -1,0 +1,30 @@
+r"""Train BigGAN.
+
+  python -m biggan.main --config=configs/biggan/digits.py --workdir=workdirs/digits
+  python -m biggan.main --config=configs/biggan/imagenet128.py:row8 --workdir=gs://... \
+      --multihost --config.data.data_dir=gs://.../tensorflow_datasets
+
+Restarting with the same workdir resumes from its latest checkpoint.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from biggan import train
+from common.training import setup_process
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/biggan/digits.py",
+                                          "Config file[:variant]; fields overridable.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and samples go here.",
+                               required=True)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    setup_process()
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,116 @@
+"""The training loop shared by every model: resume, preemption, logging, samples, checkpoints.
+
+A model supplies its initial state, a jitted step and a stream of global batches; this loop
+restores the latest complete checkpoint of the workdir (or starts fresh), runs the steps
+with clu metric writers (TensorBoard event files in the workdir plus console lines) and a
+progress report with ETA, writes sample sheets and orbax checkpoints every N steps, and on
+SIGTERM writes a checkpoint and returns. The batch stream is restarted at the restored step,
+so resuming neither skips nor repeats data.
+"""
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import flags, logging
+from clu import metric_writers, periodic_actions
+
+from common.checkpoint import Checkpointer, mark_training_finished
+from common.preemption import PreemptionHandler
+
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Call jax.distributed.initialize() with no arguments (Cloud TPU pods).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, to run several processes by hand.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Process count (with coordinator).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id (with coordinator).")
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", None, "Number of (fake) CPU devices for this process, e.g. to rehearse a pod.")
+
+
+def setup_process() -> None:
+    """Console logging at INFO; devices and processes from the flags above (call first)."""
+    logging.set_stderrthreshold("info")
+    if _CPU_DEVICES.value:
+        jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
+    if _COORDINATOR.value:
+        jax.distributed.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                                   process_id=_PROCESS_ID.value)
+    elif _MULTIHOST.value:
+        jax.distributed.initialize()
+    logging.info("process %d/%d, %d local / %d global devices", jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def abstract_like(state: Any) -> Any:
+    """Shapes, dtypes and shardings of ``state``, as a restore target."""
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def run_training(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    init_state: Callable[[], Any],
+    train_step: Callable[[Any, Any], tuple[Any, dict]],
+    batches_from: Callable[[int], Iterator[Any]],
+    images_per_step: int,
+    write_samples: Callable[[Any, int], None] | None = None,
+) -> Any:
+    """Train from the latest checkpoint in ``workdir`` to ``config.train.steps``.
+
+    init_state() -> the initial state (a pytree of global arrays with a scalar ``step``);
+    batches_from(step) -> iterator of global batches starting with the one for ``step``;
+    write_samples(state, step) writes a sample sheet (called every ``train.sample_every``).
+    Returns the final state.
+    """
+    train = config.train
+    checkpointer = Checkpointer(workdir, config=config, save_every=train.checkpoint_every,
+                                max_to_keep=train.keep_checkpoints)
+    latest = checkpointer.latest_step()
+    batches = batches_from(latest or 0)     # a missing dataset fails here, before any compile
+    state = init_state()
+    if latest is not None:
+        logging.info("Resuming from the checkpoint at step %d in %s", latest, workdir)
+        state = checkpointer.restore(abstract_like(state), latest)
+    first = int(jax.device_get(state.step))
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    if first == 0:
+        writer.write_hparams(dict(config.to_dict()["train"]))
+    progress = periodic_actions.ReportProgress(num_train_steps=train.steps, writer=writer,
+                                               every_steps=train.log_every)
+    step, last_log, last_log_step = first, time.perf_counter(), first
+    with PreemptionHandler() as preemption:
+        while step < train.steps:
+            state, metrics = train_step(state, next(batches))
+            step += 1
+            progress(step)
+            if step % train.log_every == 0 or step == train.steps:
+                scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                now = time.perf_counter()
+                scalars["images_per_sec"] = images_per_step * (step - last_log_step) / (
+                    now - last_log)
+                last_log, last_log_step = now, step
+                writer.write_scalars(step, scalars)
+            if write_samples and (step % train.sample_every == 0 or step == train.steps):
+                write_samples(state, step)
+            stop = preemption.should_stop(step)
+            checkpointer.save(step, state, force=stop or step == train.steps)
+            if stop:
+                logging.warning("SIGTERM: saved the checkpoint at step %d; exiting.", step)
+                break
+    checkpointer.wait_until_finished()
+    writer.flush()
+    if step >= train.steps:
+        mark_training_finished(workdir)
+    checkpointer.close()
+    return state
+
+
+def first_process_array(x: jax.Array) -> np.ndarray:
+    """The host copy of a replicated global array (readable on any process)."""
+    return np.asarray(x.addressable_data(0))
