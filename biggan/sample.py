@@ -69,8 +69,8 @@ def write(images: np.ndarray, num_per_row: int, out: str) -> None:
 
 def pretrained_sampler(directory: str, truncation: float) -> tuple[Sampler, int]:
     """(sampler, z_dim) of the converted release in ``directory`` at ``truncation``."""
-    generator = pretrained.load(directory)
     pretrained.truncation_weights(truncation)          # fail before any work if out of range
+    generator = pretrained.load(directory)
     return (lambda z, y: generator(z, y, truncation)), generator.cfg.z_dim
 
 
