@@ -1,12 +1,32 @@
-"""Latent sampling for G: the truncation trick by resampling (Sec. 3.1).
+"""Latent sampling for G: the truncation trick by resampling (Sec. 3.1) and the latent
+distributions of Appendix E, selectable by name (``config.train.latent``).
 
-z ~ N(0, I), with every entry whose magnitude exceeds ``truncation`` redrawn until none does
-(not scaled or clipped): the result follows the normal distribution truncated to
-[-truncation, truncation].
+Truncation: every entry of the normal part of z whose magnitude exceeds ``truncation`` is
+redrawn until none does (not scaled or clipped), so it follows the normal distribution
+truncated to [-truncation, truncation]. Only distributions with a normal part accept it.
+
+Distributions (z of shape [..., z_dim], drawn independently per entry unless stated):
+  normal                    N(0, I)
+  uniform                   U[-1, 1]
+  bernoulli                 Bernoulli{0, 1}, p = 0.5
+  censored_normal           max(N(0, I), 0)
+  bernoulli_pm1             Bernoulli{-1, 1}, p = 0.5
+  categorical               categorical {-1, 0, 1}, equal probabilities
+  normal_x_bernoulli        N(0, I) * Bernoulli{0, 1} (a random ReLU)
+  normal_concat_bernoulli   [N(0, I) on the first half of z, Bernoulli{0, 1} on the rest]
+  variance_annealing        N(0, sigma^2 I), sigma annealed linearly 2 -> 1 over training
+                            (``progress`` in [0, 1])
+  per_sample_variance       N(0, sigma_i^2 I), sigma_i ~ U[1, 2] per sample (leading axes)
 """
 
 import jax
 import jax.numpy as jnp
+
+TRUNCATABLE = ("normal", "censored_normal", "normal_x_bernoulli", "normal_concat_bernoulli",
+               "variance_annealing", "per_sample_variance")
+LATENTS = (*TRUNCATABLE, "uniform", "bernoulli", "bernoulli_pm1", "categorical")
+ANNEAL_SIGMA = (2.0, 1.0)
+PER_SAMPLE_SIGMA = (1.0, 2.0)
 
 
 def truncated_normal_by_resampling(key: jax.Array, shape: tuple[int, ...],
@@ -25,12 +45,66 @@ def truncated_normal_by_resampling(key: jax.Array, shape: tuple[int, ...],
     return z
 
 
-def sample_latents(key: jax.Array, batch: int, z_dim: int, num_classes: int,
-                   truncation: float | None = None) -> tuple[jax.Array, jax.Array]:
-    """z [batch, z_dim] (truncated by resampling if ``truncation``) and uniform labels [batch]."""
-    z_key, y_key = jax.random.split(key)
+def _normal(key: jax.Array, shape: tuple[int, ...], truncation: float | None) -> jax.Array:
     if truncation is None:
-        z = jax.random.normal(z_key, (batch, z_dim))
-    else:
-        z = truncated_normal_by_resampling(z_key, (batch, z_dim), truncation)
+        return jax.random.normal(key, shape)
+    return truncated_normal_by_resampling(key, shape, truncation)
+
+
+def check_latent(name: str, truncation: float | None = None) -> None:
+    """Fail with the valid names, or when ``truncation`` is given for a latent without a
+    normal part."""
+    if name not in LATENTS:
+        raise ValueError(f"Unknown latent distribution {name!r} (config.train.latent); "
+                         f"valid: {', '.join(LATENTS)}.")
+    if truncation is not None and name not in TRUNCATABLE:
+        raise ValueError(f"Latent {name!r} has no normal part to truncate; truncation applies "
+                         f"to {', '.join(TRUNCATABLE)}.")
+
+
+def draw_z(name: str, key: jax.Array, shape: tuple[int, ...], truncation: float | None = None,
+           progress: float | jax.Array = 1.0) -> jax.Array:
+    """z of ``shape`` [..., z_dim] from the Appendix E distribution ``name`` (module docstring).
+
+    ``truncation``: the resampling threshold of the normal part (None: untruncated).
+    ``progress``: training progress in [0, 1] for 'variance_annealing' (1 at sampling time).
+    """
+    check_latent(name, truncation)
+    normal_key, other_key = jax.random.split(key)
+    if name == "normal":
+        return _normal(normal_key, shape, truncation)
+    if name == "uniform":
+        return jax.random.uniform(other_key, shape, minval=-1.0, maxval=1.0)
+    if name == "bernoulli":
+        return jax.random.bernoulli(other_key, 0.5, shape).astype(jnp.float32)
+    if name == "censored_normal":
+        return jnp.maximum(_normal(normal_key, shape, truncation), 0.0)
+    if name == "bernoulli_pm1":
+        return 2.0 * jax.random.bernoulli(other_key, 0.5, shape).astype(jnp.float32) - 1.0
+    if name == "categorical":
+        return jax.random.randint(other_key, shape, -1, 2).astype(jnp.float32)
+    if name == "normal_x_bernoulli":
+        mask = jax.random.bernoulli(other_key, 0.5, shape).astype(jnp.float32)
+        return _normal(normal_key, shape, truncation) * mask
+    if name == "normal_concat_bernoulli":
+        half = shape[-1] // 2
+        normal = _normal(normal_key, (*shape[:-1], half), truncation)
+        bits = jax.random.bernoulli(other_key, 0.5, (*shape[:-1], shape[-1] - half))
+        return jnp.concatenate([normal, bits.astype(jnp.float32)], -1)
+    if name == "variance_annealing":
+        start, end = ANNEAL_SIGMA
+        sigma = start + (end - start) * jnp.clip(progress, 0.0, 1.0)
+        return sigma * _normal(normal_key, shape, truncation)
+    low, high = PER_SAMPLE_SIGMA   # per_sample_variance
+    sigma = jax.random.uniform(other_key, (*shape[:-1], 1), minval=low, maxval=high)
+    return sigma * _normal(normal_key, shape, truncation)
+
+
+def sample_latents(key: jax.Array, batch: int, z_dim: int, num_classes: int,
+                   truncation: float | None = None, latent: str = "normal"
+                   ) -> tuple[jax.Array, jax.Array]:
+    """z [batch, z_dim] from ``latent`` (truncated by resampling if ``truncation``) and uniform
+    labels [batch]."""
+    z_key, y_key = jax.random.split(key)
+    z = draw_z(latent, z_key, (batch, z_dim), truncation)
     return z, jax.random.randint(y_key, (batch,), 0, num_classes)
