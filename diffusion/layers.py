@@ -110,8 +110,9 @@ conv3x3_cpu.defvjp(_conv3x3_cpu_fwd, _conv3x3_cpu_bwd)
 class Conv3x3(nn.Module):
     """3x3 'same' convolution with bias (params 'kernel' [3, 3, Cin, Cout], 'bias').
 
-    `zero` initialises the kernel to zero (last layer of a residual branch). On CPU the
-    kernel gradient uses `conv3x3_cpu`; elsewhere XLA's own convolution gradient.
+    `zero` initialises the kernel to zero (last layer of a residual branch). When the default
+    backend is the CPU (decided at trace time, so also for TPU programs compiled ahead of time
+    on a CPU host) the gradients come from `conv3x3_cpu`; elsewhere from XLA's convolution.
     """
 
     features: int
