@@ -1,26 +1,43 @@
-r"""Sample class-conditional images from a BigGAN-deep generator into a sheet or a .npy file.
+r"""Sample class-conditional images from a trained run or DeepMind's released BigGAN-deep.
 
   python -m biggan.sample --pretrained=<converted dir> --classes=207,980 --truncation=0.4 \
       --num=8 --seed=0 --out=sheet.png
   python -m biggan.sample --pretrained=<dir> --classes=207 --num=4 --z_npy=z.npy --out=images.npy
+  python -m biggan.sample --workdir=<train workdir> [--step=N] [--config=...] --classes=0,1 \
+      --truncation=0.5 [--mode=sheet|classwise|interp_pairs|interp_classes] --out=sheet.png
+
+``--workdir``: the EMA generator of a checkpoint (default: the latest) with standing
+statistics (Appendix C.1) recomputed at ``--truncation``; the model config is the one saved
+with the checkpoint unless ``--config`` is given. Modes: 'sheet' one row per class;
+'classwise' one sheet per class (``<out>_class<c>.png``, ``--num`` images); 'interp_pairs'
+``--num`` rows interpolating linearly from (z0, classes[0]) to (z1, classes[1]) in ``--steps``
+columns (Figure 8); 'interp_classes' the same with z held fixed per row (Figure 9). Class
+interpolation mixes the rows of G's shared class embedding.
 
 ``--pretrained``: a directory written by `biggan.convert_pretrained` (DeepMind's release; BN
 statistics from its per-truncation tables). ``--num`` images per class; the sheet has one row
 per class, in the order given. z [len(classes) * num, z_dim] is drawn with the truncation trick
 by resampling (Sec. 3.1) at ``--truncation`` from ``--seed``, or read from ``--z_npy`` (rows in
 sheet order). ``--out`` ending in .npy writes the raw float32 images [N, R, R, 3] in [-1, 1];
-anything else a PNG sheet.
+.npz the images with their labels and z; anything else a PNG sheet.
 """
 
+import dataclasses
+import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 from absl import app, flags
 from etils import epath
+from ml_collections import config_flags
 
-from biggan import pretrained
-from biggan.latents import truncated_normal_by_resampling
+from biggan import pretrained, standing_stats
+from biggan.eval import restore_generator
+from biggan.latents import draw_z
+from common import checkpoint, sharding
 from common.images import save_image_grid
 
 Sampler = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -33,16 +50,16 @@ def sheet_labels(classes: Sequence[int], num: int) -> np.ndarray:
 
 
 def latents(count: int, z_dim: int, truncation: float, seed: int,
-            z_npy: str | None = None) -> np.ndarray:
-    """z [count, z_dim]: truncated by resampling from ``seed``, or read from ``z_npy``."""
+            z_npy: str | None = None, latent: str = "normal") -> np.ndarray:
+    """z [count, z_dim]: ``latent`` (Appendix E) truncated by resampling from ``seed``, or read
+    from ``z_npy``."""
     if z_npy:
         z = np.load(z_npy).astype(np.float32)
         if z.shape != (count, z_dim):
             raise ValueError(f"{z_npy} holds z of shape {z.shape}; expected ({count}, {z_dim}) "
                              "(len(classes) * num rows).")
         return z
-    key = jax.random.key(seed)
-    return np.asarray(truncated_normal_by_resampling(key, (count, z_dim), truncation))
+    return np.asarray(draw_z(latent, jax.random.key(seed), (count, z_dim), truncation))
 
 
 def generate(sampler: Sampler, z: np.ndarray, labels: np.ndarray, batch_size: int
@@ -58,11 +75,18 @@ def generate(sampler: Sampler, z: np.ndarray, labels: np.ndarray, batch_size: in
     return np.concatenate(batches)[:count]
 
 
-def write(images: np.ndarray, num_per_row: int, out: str) -> None:
-    """``out`` .npy: the raw images; otherwise a PNG sheet with ``num_per_row`` columns."""
-    if out.endswith(".npy"):
+def write(images: np.ndarray, num_per_row: int, out: str, labels: np.ndarray | None = None,
+          z: np.ndarray | None = None) -> None:
+    """``out`` .npy: the raw images; .npz: images, labels and z; otherwise a PNG sheet with
+    ``num_per_row`` columns."""
+    if out.endswith((".npy", ".npz")):
         epath.Path(out).parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, images.astype(np.float32))
+        if out.endswith(".npy"):
+            np.save(out, images.astype(np.float32))
+            return
+        extra = {k: v for k, v in (("labels", labels), ("z", z)) if v is not None}
+        with epath.Path(out).open("wb") as f:
+            np.savez(f, images=images.astype(np.float32), **extra)
     else:
         save_image_grid(images, out, columns=num_per_row)
 
@@ -75,33 +99,146 @@ def pretrained_sampler(directory: str, truncation: float) -> tuple[Sampler, int]
 
 
 def run(sampler: Sampler, z_dim: int, classes: Sequence[int], num: int, truncation: float,
-        seed: int, out: str, z_npy: str | None = None, batch_size: int = 8) -> np.ndarray:
+        seed: int, out: str, z_npy: str | None = None, batch_size: int = 8,
+        latent: str = "normal") -> np.ndarray:
     """Sample ``num`` images of each class with ``sampler``, write them to ``out``; returns them."""
     labels = sheet_labels(classes, num)
-    z = latents(len(labels), z_dim, truncation, seed, z_npy)
+    z = latents(len(labels), z_dim, truncation, seed, z_npy, latent)
     images = generate(sampler, z, labels, batch_size)
-    write(images, num, out)
+    write(images, num, out, labels, z)
     return images
+
+
+@dataclasses.dataclass
+class TrainedGenerator:
+    """The EMA generator of a checkpoint with standing statistics at one truncation."""
+
+    config: ml_collections.ConfigDict
+    params: Any
+    g_state: Any
+    apply: standing_stats.Sampler
+
+    def __call__(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Images [B, R, R, 3] in [-1, 1] of z [B, z_dim] and labels [B]."""
+        return np.asarray(self.apply(self.params, self.g_state, z, labels))
+
+    def with_embeddings(self, z: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        """Images for z [B, z_dim] and shared class embeddings [B, shared_dim] (e.g. mixtures of
+        two classes' rows), fed through G's embedding table in chunks of num_classes rows."""
+        if not self.config.model.shared_dim:
+            raise ValueError("Class interpolation needs the shared embedding "
+                             "(config.model.shared_dim > 0).")
+        table = self.params["shared_embedding"]["embedding"]
+        size, chunks = table.shape[0], []
+        for i in range(0, len(z), size):
+            rows = np.asarray(embeddings[i:i + size], table.dtype)
+            params = {**self.params,
+                      "shared_embedding": {"embedding": np.asarray(table).copy()}}
+            params["shared_embedding"]["embedding"][:len(rows)] = rows
+            chunks.append(np.asarray(self.apply(params, self.g_state, z[i:i + size],
+                                                np.arange(len(rows), dtype=np.int32))))
+        return np.concatenate(chunks)
+
+
+def checkpoint_generator(workdir: str, truncation: float, step: int | None = None,
+                         config: ml_collections.ConfigDict | None = None, seed: int = 0
+                         ) -> TrainedGenerator:
+    """EMA G of checkpoint ``step`` (default: the latest complete one) of ``workdir`` with
+    standing statistics at ``truncation``; ``config`` defaults to the one saved with it."""
+    steps = checkpoint.complete_steps(workdir)
+    if not steps:
+        raise FileNotFoundError(f"No complete checkpoint in {workdir}.")
+    step = steps[-1] if step is None else step
+    if config is None:
+        config = ml_collections.ConfigDict(checkpoint.saved_config(workdir, step))
+    mesh = sharding.make_mesh()
+    params, g_state = restore_generator(config, workdir, step, mesh)
+    stats = standing_stats.standing_stats(
+        config.model, params, g_state, jax.random.PRNGKey(seed), truncation,
+        config.eval.standing_stats_passes, config.eval.batch_size, mesh, config.train.latent)
+    return TrainedGenerator(config, params, standing_stats.with_standing_stats(g_state, stats),
+                            standing_stats.make_sampler(config.model))
+
+
+def interpolation_sheet(generator: TrainedGenerator, classes: Sequence[int], num: int,
+                        steps: int, truncation: float, seed: int, fixed_z: bool) -> np.ndarray:
+    """Images [num * steps]: row r goes linearly from (z0_r, classes[0]) to (z1_r, classes[-1])
+    in ``steps`` columns (Figure 8); ``fixed_z``: z1_r = z0_r, only the class moves (Figure 9)."""
+    cfg = generator.config
+    z0 = latents(num, cfg.model.z_dim, truncation, seed, latent=cfg.train.latent)
+    z1 = z0 if fixed_z else latents(num, cfg.model.z_dim, truncation, seed + 1,
+                                    latent=cfg.train.latent)
+    table = np.asarray(generator.params["shared_embedding"]["embedding"]) \
+        if cfg.model.shared_dim else np.zeros((cfg.model.num_classes, 1))
+    alpha = np.linspace(0.0, 1.0, steps)[None, :, None]
+    z = (1 - alpha) * z0[:, None] + alpha * z1[:, None]
+    e = (1 - alpha) * table[classes[0]] + alpha * table[classes[-1]]
+    e = np.broadcast_to(e, (num, steps, table.shape[1]))
+    return generator.with_embeddings(z.reshape(num * steps, -1).astype(np.float32),
+                                     e.reshape(num * steps, -1))
+
+
+def run_checkpoint(generator: TrainedGenerator, mode: str, classes: Sequence[int], num: int,
+                   truncation: float, seed: int, out: str, steps: int = 8,
+                   batch_size: int = 8) -> np.ndarray:
+    """Writes ``mode``'s sheet(s) (module docstring) of ``generator`` to ``out``; returns the
+    images (of the last class for 'classwise')."""
+    z_dim, latent = generator.config.model.z_dim, generator.config.train.latent
+    if mode == "sheet":
+        return run(generator, z_dim, classes, num, truncation, seed, out, batch_size=batch_size,
+                   latent=latent)
+    if mode == "classwise":
+        stem, suffix = (out.rsplit(".", 1) + ["png"])[:2]
+        for c in classes:
+            labels = sheet_labels([c], num)
+            z = latents(num, z_dim, truncation, seed + c, latent=latent)
+            images = generate(generator, z, labels, batch_size)
+            write(images, math.ceil(math.sqrt(num)), f"{stem}_class{c}.{suffix}", labels, z)
+        return images
+    if mode in ("interp_pairs", "interp_classes"):
+        images = interpolation_sheet(generator, classes, num, steps, truncation, seed,
+                                     fixed_z=mode == "interp_classes")
+        write(images, steps, out)
+        return images
+    raise ValueError(f"Unknown --mode={mode!r}; valid: {', '.join(MODES)}.")
+
+
+MODES = ("sheet", "classwise", "interp_pairs", "interp_classes")
 
 
 def main(argv: list[str]) -> None:
     del argv
     flag = flags.FLAGS
+    classes = [int(c) for c in flag.classes]
+    if flag.workdir:
+        generator = checkpoint_generator(flag.workdir, flag.truncation, flag.step, flag.config,
+                                         flag.seed)
+        run_checkpoint(generator, flag.mode, classes, flag.num, flag.truncation,
+                                flag.seed, flag.out, flag.steps, flag.batch_size)
+        print(f"wrote {flag.mode} images to {flag.out}")
+        return
     if not flag.pretrained:
-        raise app.UsageError("Pass --pretrained=<directory written by biggan.convert_pretrained>.")
+        raise app.UsageError("Pass --workdir=<train workdir> or --pretrained=<directory written "
+                             "by biggan.convert_pretrained>.")
     sampler, z_dim = pretrained_sampler(flag.pretrained, flag.truncation)
-    images = run(sampler, z_dim, [int(c) for c in flag.classes], flag.num, flag.truncation,
+    images = run(sampler, z_dim, classes, flag.num, flag.truncation,
                  flag.seed, flag.out, flag.z_npy, flag.batch_size)
     print(f"wrote {len(images)} images to {flag.out}")
 
 
 if __name__ == "__main__":
     flags.DEFINE_string("pretrained", None, "Directory written by biggan.convert_pretrained.")
+    flags.DEFINE_string("workdir", None, "A training workdir: sample its EMA generator.")
+    flags.DEFINE_integer("step", None, "Checkpoint step of --workdir (default: the latest).")
+    config_flags.DEFINE_config_file("config", None, "Config (default: saved with the checkpoint).")
+    flags.DEFINE_enum("mode", "sheet", MODES, "What --workdir writes (module docstring).")
+    flags.DEFINE_integer("steps", 8, "Columns of an interpolation sheet.")
     flags.DEFINE_list("classes", ["207", "980"], "ImageNet class indices, one sheet row each.")
     flags.DEFINE_integer("num", 8, "Images per class.")
     flags.DEFINE_float("truncation", 0.4, "Truncation of z and of the BN statistics.")
     flags.DEFINE_integer("seed", 0, "Seed for z.")
     flags.DEFINE_string("z_npy", None, "Read z [len(classes) * num, z_dim] from this .npy file.")
-    flags.DEFINE_string("out", "sheet.png", "Sheet (.png) or raw images (.npy).")
+    flags.DEFINE_string("out", "sheet.png", "Sheet (.png), raw images (.npy) or images, labels "
+                        "and z (.npz).")
     flags.DEFINE_integer("batch_size", 8, "Images per G call.")
     app.run(main)

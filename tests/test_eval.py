@@ -7,8 +7,11 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from PIL import Image
 
 from biggan import eval as biggan_eval
+from biggan import sample
 from biggan.train_step import create_train_state
 from common import checkpoint, reference_stats, sharding
 from configs.biggan.digits import get_config
@@ -28,15 +31,22 @@ class PixelFeatures:
         return flat, flat[:, :10]
 
 
-def test_truncation_sweep_on_a_checkpoint(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """(config, workdir) of a tiny model's checkpoint at step 7."""
     config = get_config()
     config.model.update(g_ch=4, d_ch=4, z_dim=32, shared_dim=8)
     config.eval.update(num_samples=32, batch_size=16, standing_stats_passes=2,
                        truncations=(0.5, 1.0))
-    workdir = tmp_path / "run"
+    workdir = tmp_path_factory.mktemp("run")
     state = create_train_state(config, sharding.make_mesh())
     with checkpoint.Checkpointer(workdir, config=config) as ckpt:
         ckpt.save(7, state, force=True)
+    return config, workdir
+
+
+def test_truncation_sweep_on_a_checkpoint(run, tmp_path, monkeypatch):
+    config, workdir = run
 
     rng = np.random.default_rng(0)
     real = rng.normal(size=(64, 16)).astype(np.float32)
@@ -63,3 +73,25 @@ def test_truncation_sweep_on_a_checkpoint(tmp_path, monkeypatch):
     assert best["step"] == 7 and best["fid"] == min(fids)
     assert list(eval_dir.glob("events.out.tfevents.*"))
     assert jax.device_count() == 8     # evaluated on 8 devices, checkpoint device-count agnostic
+
+
+def test_sample_from_a_workdir(run, tmp_path):
+    _, workdir = run
+    generator = sample.checkpoint_generator(str(workdir), 0.5)   # saved config, latest step
+    z = sample.latents(2, 32, 0.5, seed=0)
+    interp = sample.interpolation_sheet(generator, [3, 8], 2, 4, 0.5, seed=0, fixed_z=True)
+    interp = interp.reshape(2, 4, 32, 32, 3)
+    # The ends of a class interpolation at fixed z are the two classes' ordinary samples.
+    np.testing.assert_allclose(interp[:, 0], generator(z, np.array([3, 3])), atol=1e-5)
+    np.testing.assert_allclose(interp[:, -1], generator(z, np.array([8, 8])), atol=1e-5)
+    assert np.abs(interp[:, 1] - interp[:, 0]).max() > 1e-4
+    pairs = sample.run_checkpoint(generator, "interp_pairs", [3, 8], 2, 0.5, 0,
+                                  str(tmp_path / "pairs.png"), steps=4)
+    np.testing.assert_allclose(pairs[0], interp[0, 0], atol=1e-5)      # same z0, same class
+    assert not np.allclose(pairs[3], interp[0, -1], atol=1e-3)         # z1 differs from z0
+    assert Image.open(tmp_path / "pairs.png").size == (4 * 34 + 2, 2 * 34 + 2)
+    sample.run_checkpoint(generator, "classwise", [1, 2], 4, 0.5, 0, str(tmp_path / "c.npz"))
+    saved = np.load(tmp_path / "c_class2.npz")
+    assert saved["images"].shape == (4, 32, 32, 3) and list(saved["labels"]) == [2] * 4
+    np.testing.assert_allclose(saved["images"], generator(saved["z"], saved["labels"]),
+                               atol=1e-5)
