@@ -1,0 +1,71 @@
+"""Defaults shared by every diffusion config (DDPM App. B; iDDPM Sec. 3-4 and App. A).
+
+Every hyperparameter the papers state lives here or in a row of a config file, never in code.
+``config.model`` holds the U-Net (fields of ``diffusion.unet.UNet``), ``config.diffusion`` the
+process and loss, ``config.paper`` the figures the paper reports for the row.
+"""
+
+from typing import Any
+
+import ml_collections
+
+from configs.biggan.base import variant_error
+from diffusion.unet import PAPER_MODELS
+
+__all__ = ["diffusion_config", "variant_error"]
+
+
+def diffusion_config(*, model: str, resolution: int, dataset: str, num_classes: int = 0,
+                     schedule: str = "linear", num_steps: int = 1000,
+                     var_type: str = "fixedlarge", loss_type: str = "simple",
+                     batch_size: int = 128, lr: float = 2e-4, warmup: int = 5000,
+                     grad_clip: float = 1.0, steps: int = 800_000, random_flip: bool = True,
+                     **model_overrides: Any) -> ml_collections.ConfigDict:
+    """The DDPM CIFAR-10 setting by default; ``model`` names a ``PAPER_MODELS`` architecture
+    and keyword arguments change a row."""
+    config = ml_collections.ConfigDict()
+    res = ml_collections.FieldReference(resolution)
+    classes = ml_collections.FieldReference(num_classes)
+    arch = dict(num_heads=1, learn_sigma=var_type == "learned_range", null_class=False,
+                scale_shift_norm=False, resamp_with_conv=True)
+    arch.update(PAPER_MODELS[model])
+    arch.update(model_overrides, num_classes=classes)
+    config.model = ml_collections.ConfigDict(dict(name=model, resolution=res, dtype="float32",
+                                                  **arch))
+    config.diffusion = ml_collections.ConfigDict(dict(
+        schedule=schedule,            # 'linear' (DDPM) | 'cosine' (iDDPM Sec. 3.2)
+        num_steps=num_steps,          # T
+        mean_type="eps",              # what the network predicts: 'eps' | 'x0' | 'v'
+        var_type=var_type,            # 'fixedlarge' | 'fixedsmall' | 'learned_range'
+        loss_type=loss_type,          # 'simple' | 'hybrid' | 'vlb'
+        hybrid_lambda=0.001,          # iDDPM Sec. 3.1
+        importance_sampling=loss_type == "vlb",   # iDDPM Sec. 3.3 (L_vlb only)
+        label_drop_prob=0.0,          # classifier-free guidance: labels -> null class
+    ))
+    config.data = ml_collections.ConfigDict(dict(
+        name=dataset, data_dir="", split="train", resolution=res, num_classes=classes,
+        random_flip=random_flip, train_fraction=1.0, shuffle_buffer=10_000,
+    ))
+    config.train = ml_collections.ConfigDict(dict(
+        steps=steps,
+        batch_size=batch_size,        # global batch
+        seed=0,
+        lr=lr, warmup=warmup,         # linear warm-up from 0 (DDPM: 5000 steps)
+        grad_clip=grad_clip,          # global-norm clipping (DDPM: 1.0; 0 disables)
+        adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8,
+        ema_decay=0.9999,
+        ema_start=0,                  # the EMA copies the parameters before this step
+        log_every=100, sample_every=10_000, checkpoint_every=10_000, keep_checkpoints=3,
+    ))
+    config.eval = ml_collections.ConfigDict(dict(
+        num_samples=50_000, batch_size=500,
+        sampler="ddim",               # 'ddim' | 'ancestral'
+        sample_steps=50,              # respaced steps (iDDPM Sec. 4); num_steps: all of them
+        guidance=1.0,                 # classifier-free guidance scale (1: plain conditional)
+        bpd_examples=0,               # held-out examples for bits/dim (0: skip)
+        bpd_split="test",
+        reference_split="train",
+        inception_weights="",
+    ))
+    config.paper = ml_collections.ConfigDict()
+    return config

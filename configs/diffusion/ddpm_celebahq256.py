@@ -1,0 +1,17 @@
+"""DDPM on CelebA-HQ 256x256 (Ho et al. 2020, App. B): 114M U-Net, lr 2e-5, batch 64."""
+
+import ml_collections
+
+from configs.diffusion.base import diffusion_config
+
+VARIANTS = ()
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    del arg
+    config = diffusion_config(model="ddpm_256", resolution=256, dataset="celeb_a_hq/256",
+                              batch_size=64, lr=2e-5, steps=500_000)
+    config.paper = ml_collections.ConfigDict(dict(
+        source="Ho et al. 2020, App. B (samples only, no FID reported)", steps=500_000,
+        batch_size=64, params_M=114.0, params=113_673_219))
+    return config

@@ -1,0 +1,17 @@
+"""DDPM on CIFAR-10 (Ho et al. 2020, Sec. 4 and App. B): 35.7M U-Net, L_simple, T = 1000."""
+
+import ml_collections
+
+from configs.diffusion.base import diffusion_config
+
+VARIANTS = ()
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    del arg
+    config = diffusion_config(model="ddpm_cifar10", resolution=32, dataset="cifar10")
+    config.eval.reference_split = "train"
+    config.paper = ml_collections.ConfigDict(dict(
+        source="Ho et al. 2020, Table 1", fid=3.17, fid_test=5.24, inception_score=9.46,
+        nll_bpd=3.75, steps=800_000, batch_size=128, params_M=35.7, params=35_746_307))
+    return config

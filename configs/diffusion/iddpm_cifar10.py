@@ -1,0 +1,41 @@
+"""Improved DDPM on CIFAR-10 (Nichol & Dhariwal 2021, Table 2 / Sec. 3): schedules x losses.
+
+Variants (T = 4000, 500k iterations): linear_simple, linear_hybrid, cosine_simple,
+cosine_hybrid, cosine_vlb; and cosine_hybrid_t1000 (the same model with T = 1000).
+L_simple rows use the fixed variance (a 3-channel output), so their U-Net has 52,542,979
+parameters: the learned-variance 52,546,438 less the variance channels of the output conv.
+"""
+
+import ml_collections
+
+from configs.diffusion.base import diffusion_config, variant_error
+
+#: (schedule, loss, T, NLL bits/dim, FID) as in the paper's table for CIFAR-10.
+ROWS = {
+    "linear_simple": ("linear", "simple", 4000, 3.37, 2.90),
+    "linear_hybrid": ("linear", "hybrid", 4000, 3.26, 3.07),
+    "cosine_simple": ("cosine", "simple", 4000, 3.26, 3.05),
+    "cosine_hybrid": ("cosine", "hybrid", 4000, 3.17, 3.19),
+    "cosine_vlb": ("cosine", "vlb", 4000, 2.94, 11.47),
+    "cosine_hybrid_t1000": ("cosine", "hybrid", 1000, None, None),
+}
+VARIANTS = tuple(ROWS)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    if arg not in ROWS:
+        raise variant_error(arg, VARIANTS, "configs/diffusion/iddpm_cifar10.py")
+    schedule, loss, num_steps, nll, fid = ROWS[arg]
+    learned = loss != "simple"
+    config = diffusion_config(
+        model="iddpm_cifar10", resolution=32, dataset="cifar10", schedule=schedule,
+        num_steps=num_steps, var_type="learned_range" if learned else "fixedlarge",
+        loss_type=loss, lr=1e-4, warmup=0, grad_clip=0.0, steps=500_000,
+        learn_sigma=learned, random_flip=False)
+    config.paper = ml_collections.ConfigDict(dict(
+        source="Nichol & Dhariwal 2021, Table 2 (CIFAR-10, 500k iterations)", steps=500_000,
+        batch_size=128, params_M=52.5,
+        params=52_546_438 if learned else 52_542_979))
+    if nll is not None:
+        config.paper.update(nll_bpd=nll, fid=fid)
+    return config
