@@ -81,20 +81,20 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str, step: int
     return state.ema_params, state.g_state
 
 
-def generate_batches(config: ml_collections.ConfigDict, params: Any, g_state: Any,
-                     truncation: float | None, key: jax.Array, mesh: Any
-                     ) -> Iterator[dict[str, jax.Array]]:
-    """config.eval.num_samples EMA samples in batches {'image', 'label'}; labels cycle over the
-    classes, z from config.train.latent at ``truncation``."""
+def generate_batches(config: ml_collections.ConfigDict, sample: standing_stats.Sampler,
+                     params: Any, g_state: Any, truncation: float | None, key: jax.Array,
+                     mesh: Any) -> Iterator[dict[str, jax.Array]]:
+    """config.eval.num_samples samples of ``sample`` in batches {'image', 'label'}; labels cycle
+    over the classes, z from config.train.latent at ``truncation``."""
     cfg, batch = config.model, config.eval.batch_size
-    sample = standing_stats.make_sampler(cfg)
     placement = sharding.batch_sharded(mesh)
+    draw = jax.jit(lambda k, t: latents.draw_z(config.train.latent, k, (batch, cfg.z_dim), t),
+                   out_shardings=placement)
     for i in range(-(-config.eval.num_samples // batch)):
-        z = latents.draw_z(config.train.latent, jax.random.fold_in(key, i), (batch, cfg.z_dim),
-                           truncation)
+        z = draw(jax.random.fold_in(key, i), truncation)
         y = (np.arange(i * batch, (i + 1) * batch) % cfg.num_classes).astype(np.int32)
         y = jax.device_put(y, placement)
-        yield {"image": sample(params, g_state, jax.device_put(z, placement), y), "label": y}
+        yield {"image": sample(params, g_state, z, y), "label": y}
 
 
 def score(extractor: Any, reference: reference_stats.ReferenceStats, batches: Any,
@@ -118,15 +118,17 @@ def evaluate(config: ml_collections.ConfigDict, params: Any, g_state: Any, step:
     sharding.check_batch_divisible(ev.batch_size, mesh, "config.eval.batch_size")
     key = jax.random.PRNGKey(config.train.seed + 2)
     stats_key, sample_key = jax.random.split(key)
+    compute_stats = standing_stats.make_standing_stats_fn(
+        config.model, ev.standing_stats_passes, ev.batch_size, mesh, config.train.latent)
+    sample = standing_stats.make_sampler(config.model)
     entries = []
     for truncation in eval_truncations(config):
-        stats = standing_stats.standing_stats(
-            config.model, params, g_state, stats_key, truncation, ev.standing_stats_passes,
-            ev.batch_size, mesh, config.train.latent)
+        stats = compute_stats(params, g_state, stats_key, truncation)
         state = standing_stats.with_standing_stats(g_state, stats)
         entry: dict[str, Any] = {"truncation": truncation}
         for extractor, reference in zip(spaces, references, strict=True):
-            batches = generate_batches(config, params, state, truncation, sample_key, mesh)
+            batches = generate_batches(config, sample, params, state, truncation, sample_key,
+                                       mesh)
             entry[extractor.name] = score(extractor, reference, batches, ev.num_samples)
         logging.info("step %d truncation %s: %s", step, truncation, entry)
         entries.append(entry)

@@ -30,14 +30,18 @@ Sampler = Callable[[Any, Any, jax.Array, jax.Array], jax.Array]
 """(params, g_state, z [B, z_dim], y [B]) -> images [B, R, R, 3] in [-1, 1]."""
 
 
-def standing_stats(model_cfg: ml_collections.ConfigDict, params: Any, g_state: Any,
-                   key: jax.Array, truncation: float | None, passes: int, batch_size: int,
-                   mesh: Mesh | None = None, latent: str = "normal") -> Any:
-    """'batch_stats' of G averaged over ``passes`` training-mode passes of ``batch_size``
-    (global) latents drawn from ``latent`` at ``truncation`` (Appendix C.1).
+StatsFn = Callable[[Any, Any, jax.Array, float | None], Any]
+"""(params, g_state, key, truncation) -> standing 'batch_stats'."""
+
+
+def make_standing_stats_fn(model_cfg: ml_collections.ConfigDict, passes: int, batch_size: int,
+                           mesh: Mesh | None = None, latent: str = "normal") -> StatsFn:
+    """A jitted function giving G's 'batch_stats' averaged over ``passes`` training-mode passes
+    of ``batch_size`` (global) latents drawn from ``latent`` at the truncation (Appendix C.1).
 
     params: G's weights (the EMA weights for sampling); g_state: {'batch_stats', 'spectral'}.
-    mesh: devices to run on (default: all); statistics are reduced over all of them.
+    mesh: devices to run on (default: all); statistics are reduced over all of them. The
+    truncation is a traced argument: one compile serves a whole sweep (None compiles apart).
     """
     mesh = make_mesh(mesh.devices.flatten() if mesh is not None else None)
     check_batch_divisible(batch_size, mesh, "config.eval.batch_size")
@@ -58,7 +62,7 @@ def standing_stats(model_cfg: ml_collections.ConfigDict, params: Any, g_state: A
     batch_sharding = NamedSharding(mesh, BATCH_SPEC)
 
     @jax.jit
-    def run(params, g_state, key):
+    def run(params, g_state, key, truncation):
         def body(i, total):
             z, y = sample_latents(jax.random.fold_in(key, i), batch_size, model_cfg.z_dim,
                                   model_cfg.num_classes, truncation, latent)
@@ -71,7 +75,15 @@ def standing_stats(model_cfg: ml_collections.ConfigDict, params: Any, g_state: A
         total = jax.lax.fori_loop(0, passes, body, zeros)
         return jax.tree_util.tree_map(lambda t: t / passes, total)
 
-    return run(params, g_state, key)
+    return run
+
+
+def standing_stats(model_cfg: ml_collections.ConfigDict, params: Any, g_state: Any,
+                   key: jax.Array, truncation: float | None, passes: int, batch_size: int,
+                   mesh: Mesh | None = None, latent: str = "normal") -> Any:
+    """Standing 'batch_stats' of G at ``truncation`` (``make_standing_stats_fn``, one call)."""
+    run = make_standing_stats_fn(model_cfg, passes, batch_size, mesh, latent)
+    return run(params, g_state, key, truncation)
 
 
 def make_sampler(model_cfg: ml_collections.ConfigDict) -> Sampler:
