@@ -9,20 +9,16 @@ of ``--num``). ``--out`` ending in .npz writes the float32 images [N, R, R, 3] i
 with their labels; anything else a PNG sheet.
 """
 
-from typing import Any
-
 import jax
-import ml_collections
 import numpy as np
 from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from common import checkpoint, sharding
 from common.images import save_image_grid
 from diffusion import model as dmodel
 from diffusion.sampling import METHODS
-from diffusion.train import create_train_state
+from diffusion.train import restore_ema_params, run_config
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
@@ -36,27 +32,6 @@ _CLASSES = flags.DEFINE_list("classes", ["0", "1", "2", "3", "4", "5", "6", "7",
 _NUM = flags.DEFINE_integer("num", 8, "Images per class (per row).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _OUT = flags.DEFINE_string("out", "samples.png", "Output .png sheet or .npz.")
-
-
-def run_config(workdir: str, step: int | None,
-               config: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
-    """``config`` or the one saved with checkpoint ``step`` of ``workdir``."""
-    if config is not None:
-        return config
-    saved = checkpoint.saved_config(workdir, step)
-    if saved is None:
-        raise FileNotFoundError(f"No checkpoint with a saved config in {workdir}.")
-    return ml_collections.ConfigDict(saved)
-
-
-def restore_ema_params(config: ml_collections.ConfigDict, workdir: str,
-                       step: int | None = None) -> Any:
-    """EMA parameters of checkpoint ``step`` (default: the latest) as host arrays."""
-    mesh = sharding.make_mesh()
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                      jax.eval_shape(lambda: create_train_state(config, mesh)))
-    with checkpoint.Checkpointer(workdir, read_only=True) as ckpt:
-        return ckpt.restore(abstract, step).ema_params
 
 
 def main(argv: list[str]) -> None:

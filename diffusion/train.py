@@ -25,7 +25,7 @@ import optax
 from etils import epath
 from jax.sharding import Mesh, PartitionSpec
 
-from common import sharding
+from common import checkpoint, sharding
 from common.data import create_input_pipeline
 from common.images import save_image_grid
 from common.sharding import BATCH_SPEC, DATA_AXES, replicated
@@ -216,3 +216,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         images_per_step=config.train.batch_size,
         write_samples=sample_sheet_writer(config, workdir),
     )
+
+
+def run_config(workdir: str, step: int | None,
+               config: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
+    """``config`` or the one saved with checkpoint ``step`` of ``workdir``."""
+    if config is not None:
+        return config
+    saved = checkpoint.saved_config(workdir, step)
+    if saved is None:
+        raise FileNotFoundError(f"No checkpoint with a saved config in {workdir}.")
+    return ml_collections.ConfigDict(saved)
+
+
+def restore_ema_params(config: ml_collections.ConfigDict, workdir: str,
+                       step: int | None = None) -> Any:
+    """EMA parameters of checkpoint ``step`` (default: the latest) as host arrays."""
+    mesh = sharding.make_mesh()
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                      jax.eval_shape(lambda: create_train_state(config, mesh)))
+    with checkpoint.Checkpointer(workdir, read_only=True) as ckpt:
+        return ckpt.restore(abstract, step).ema_params

@@ -1,0 +1,152 @@
+r"""Evaluate a diffusion run's EMA weights as training writes checkpoints.
+
+  python -m diffusion.eval --workdir=<train workdir> [--sampler=ddim] [--steps=50] \
+      [--guidance=1,3] [--num_samples=1000] [--once]
+
+For every checkpoint (``common.checkpoint.follow_checkpoints``; ``--once``: the latest only)
+and every guidance scale it draws ``--num_samples`` samples (labels cycling over the classes)
+with the chosen sampler and number of respaced steps. On the embedded digits data it reports
+the data-specific classifier's metrics (``common.digits_classifier``: FID/KID/precision/recall
+in its feature space against all real digits, and the class accuracy of the samples); other
+datasets are not scored here yet. With ``config.eval.bpd_examples`` > 0 it adds the NLL in
+bits/dim (full T-step bound, DDPM Eq. 5) of that many examples of ``config.eval.bpd_split``.
+Results go to ``<workdir>/eval/step_<N>.json`` and TensorBoard scalars in ``<workdir>/eval``.
+"""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from clu import metric_writers
+from etils import epath
+from ml_collections import config_flags
+
+from common import checkpoint, digits_classifier, metrics
+from common.data import create_input_pipeline
+from common.feature_extractors import extract_features
+from common.training import setup_process
+from diffusion import model as dmodel
+from diffusion.likelihood import bits_per_dim
+from diffusion.sampling import METHODS
+from diffusion.train import restore_ema_params, run_config
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config (default: the saved one).")
+_SAMPLER = flags.DEFINE_enum("sampler", None, METHODS, "Sampler (default config.eval.sampler).")
+_STEPS = flags.DEFINE_integer("steps", None, "Respaced steps (default config.eval.sample_steps).")
+_GUIDANCE = flags.DEFINE_list("guidance", None, "Guidance scales (default config.eval.guidance).")
+_NUM = flags.DEFINE_integer("num_samples", None, "Samples (default config.eval.num_samples).")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Default config.eval.batch_size.")
+_ONCE = flags.DEFINE_bool("once", False, "Evaluate the latest checkpoint only, then exit.")
+_POLL = flags.DEFINE_float("poll_seconds", 60.0, "Seconds between looks for new checkpoints.")
+_TIMEOUT = flags.DEFINE_float("timeout_seconds", 3600.0, "Stop after this long without one.")
+
+
+def sample_batches(config: ml_collections.ConfigDict, params: Any, num_samples: int, *,
+                   sampler: str, steps: int, guidance: float, seed: int = 0
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    """Batches {'image', 'label'} of ``config.eval.batch_size`` samples; labels cycle."""
+    batch = config.eval.batch_size
+    classes = max(config.model.num_classes, 1)
+    conditional = bool(config.model.num_classes)
+    run = jax.jit(lambda p, k, y: dmodel.generate(
+        config, p, k, batch, y if conditional else None, method=sampler, steps=steps,
+        guidance=guidance))
+    for i in range(-(-num_samples // batch)):
+        labels = (np.arange(i * batch, (i + 1) * batch) % classes).astype(np.int32)
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), i)
+        yield {"image": np.asarray(run(params, key, labels)), "label": labels}
+
+
+def digits_scores(batches: Iterator[dict[str, np.ndarray]], num_samples: int
+                  ) -> dict[str, float]:
+    """Data-specific FID/KID/precision/recall against all real digits and class accuracy."""
+    extractor = digits_classifier.load_or_train()
+    real_images, _ = digits_classifier.load_digits_images()
+    real = extract_features(extractor, [real_images])
+    fake = extract_features(extractor, batches, num_samples)
+    mu, sigma = metrics.gaussian_statistics(real.features)
+    scores = metrics.sample_quality_metrics(
+        fake.features, fake.logits, mu, sigma, real.features,
+        kid_subset_size=min(1000, num_samples, len(real.features)))
+    scores["class_accuracy"] = metrics.classification_accuracy(fake.logits, fake.labels)
+    return scores
+
+
+def heldout_bits_per_dim(config: ml_collections.ConfigDict, params: Any) -> float:
+    """Mean NLL bound in bits/dim of ``config.eval.bpd_examples`` held-out examples."""
+    ev = config.eval
+    pipeline = create_input_pipeline(config.data, global_batch_size=ev.batch_size,
+                                     seed=0, split=ev.bpd_split)
+    unet, param = dmodel.build_unet(config), dmodel.parameterization(config)
+    schedule = dmodel.train_schedule(config)
+
+    @jax.jit
+    def nll(p, x, y, key):
+        return bits_per_dim(lambda x_t, t: unet.apply({"params": p}, x_t, t, y), param,
+                            schedule, x, key)["total"]
+
+    totals, count = [], 0
+    while count < ev.bpd_examples:
+        batch = next(pipeline)
+        totals.append(np.asarray(nll(params, batch["image"], batch["label"],
+                                     jax.random.PRNGKey(count))))
+        count += len(batch["image"])
+    return float(np.mean(np.concatenate(totals)[:ev.bpd_examples]))
+
+
+def evaluate(config: ml_collections.ConfigDict, params: Any, *, sampler: str, steps: int,
+             guidances: list[float], num_samples: int) -> dict[str, float]:
+    """Every figure for one set of EMA parameters, keys suffixed with the guidance scale."""
+    results: dict[str, float] = {}
+    for g in guidances:
+        if config.data.name != "digits":
+            logging.warning("sample metrics for %r need Inception weights; not computed here",
+                            config.data.name)
+            break
+        batches = sample_batches(config, params, num_samples, sampler=sampler, steps=steps,
+                                 guidance=g)
+        for k, v in digits_scores(batches, num_samples).items():
+            results[f"digits_{k}/guidance_{g:g}"] = v
+    if config.eval.bpd_examples:
+        results["bits_per_dim"] = heldout_bits_per_dim(config, params)
+    return results
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    setup_process()
+    workdir = _WORKDIR.value
+    config = run_config(workdir, None, _CONFIG.value)
+    ev = config.eval
+    sampler, steps = _SAMPLER.value or ev.sampler, _STEPS.value or ev.sample_steps
+    guidances = [float(g) for g in (_GUIDANCE.value or [ev.guidance])]
+    num_samples = _NUM.value or ev.num_samples
+    ev.batch_size = _BATCH.value or ev.batch_size
+    out_dir = epath.Path(workdir) / "eval"
+    writer = metric_writers.create_default_writer(str(out_dir),
+                                                  just_logging=jax.process_index() > 0)
+    if _ONCE.value:
+        steps_to_do = checkpoint.complete_steps(workdir)[-1:]
+    else:
+        steps_to_do = checkpoint.follow_checkpoints(workdir, poll_seconds=_POLL.value,
+                                                    timeout_seconds=_TIMEOUT.value)
+    for step in steps_to_do:
+        params = restore_ema_params(config, workdir, step)
+        results = evaluate(config, params, sampler=sampler, steps=steps, guidances=guidances,
+                           num_samples=num_samples)
+        writer.write_scalars(step, results)
+        if jax.process_index() == 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            record = dict(step=step, sampler=sampler, sample_steps=steps, **results)
+            (out_dir / f"step_{step:08d}.json").write_text(json.dumps(record, indent=1))
+            print(json.dumps(record))
+    writer.flush()
+
+
+if __name__ == "__main__":
+    app.run(main)
