@@ -22,7 +22,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
-from biggan import losses, models
+from biggan import latents, losses, models
 from biggan.layers import SPECTRAL
 from common.sharding import BN_AXIS, DATA_AXES, replicated
 
@@ -74,6 +74,7 @@ def validate_train_config(config: ml_collections.ConfigDict, num_devices: int) -
     train = config.train
     models.validate_model_config(config.model)
     losses.get_losses(train.loss)
+    latents.check_latent(train.latent)
     for field in ("num_d_steps", "grad_accum", "batch_size"):
         if train[field] < 1:
             raise ValueError(f"config.train.{field}={train[field]} must be >= 1.")
@@ -203,8 +204,8 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(state.rng, state.step)
         d_key, g_key = jax.random.split(key)
-        d_z, d_y = sample_latents(d_key, (num_updates, accum, micro), model_cfg)
-        g_z, g_y = sample_latents(g_key, (1, accum, micro), model_cfg)
+        d_z, d_y = training_latents(d_key, (num_updates, accum, micro), config, state.step)
+        g_z, g_y = training_latents(g_key, (1, accum, micro), config, state.step)
         return sharded(state, batch["image"], batch["label"], d_z, d_y, g_z, g_y)
 
     return jax.jit(step, donate_argnums=0)
@@ -215,12 +216,15 @@ def mean_of(metrics: list[dict]) -> dict:
     return jax.tree_util.tree_map(lambda *m: jnp.mean(jnp.stack(m)), *metrics)
 
 
-def sample_latents(key: jax.Array, batch_shape: tuple[int, ...],
-                   model_cfg: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
-    """Training latents z ~ N(0, I) [*batch_shape, z_dim] and uniform labels [*batch_shape]."""
+def training_latents(key: jax.Array, batch_shape: tuple[int, ...],
+                     config: ml_collections.ConfigDict, step: jax.Array
+                     ) -> tuple[jax.Array, jax.Array]:
+    """z [*batch_shape, z_dim] from ``config.train.latent`` (Appendix E) and uniform labels."""
     z_key, y_key = jax.random.split(key)
-    return (jax.random.normal(z_key, (*batch_shape, model_cfg.z_dim)),
-            jax.random.randint(y_key, batch_shape, 0, model_cfg.num_classes))
+    progress = step / max(config.train.steps, 1)
+    z = latents.draw_z(config.train.latent, z_key, (*batch_shape, config.model.z_dim),
+                       progress=progress)
+    return z, jax.random.randint(y_key, batch_shape, 0, config.model.num_classes)
 
 
 def generate_ema(config: ml_collections.ConfigDict) -> Callable:

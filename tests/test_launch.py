@@ -164,7 +164,7 @@ def test_unknown_accelerator_type_fails_before_gcloud(tmp_path, command):
         (["--", "--config.train.batch_size=100"], "100 is not divisible by the 128 JAX devices"),
         (
             ["--config=configs/biggan/digits.py", "--accelerator-type=v3-128"],
-            "train.batch_size of configs/biggan/digits.py=64 is not divisible by the 128",
+            "train.batch_size of configs/biggan/digits.py=32 is not divisible by the 128",
         ),
     ],
 )
@@ -180,7 +180,7 @@ def test_indivisible_batch_fails_before_gcloud(tmp_path, args, message):
         ["--accelerator-type=v4-32", "--batch=32"],  # 16 megacore devices
         ["--accelerator-type=v5p-16", "--batch=8"],
         ["--accelerator-type=v6e-8", "--batch=8"],
-        ["--config=configs/biggan/digits.py"],  # batch 64 on the default v3-8
+        ["--config=configs/biggan/digits.py"],  # batch 32 on the default v3-8
     ],
 )
 def test_divisible_batch_starts(tmp_path, args):

@@ -18,7 +18,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                            g_ch=8, d_ch=8, z_dim=64, shared_dim=32, g_attn_res=0,
                            d_attn_res=0)
     config.data.random_flip = False   # digits are not mirror-symmetric
-    config.train.update(steps=2000, g_lr=2e-4, d_lr=2e-4, ema_decay=0.999, ema_start=500,
+    # EMA horizon ~200 steps: with 0.999 from step 500, EMA samples of a 2000-step run lagged
+    # the raw G (digits-classifier accuracy 32% vs 71%, measured with biggan.eval).
+    config.train.update(steps=2000, g_lr=2e-4, d_lr=2e-4, ema_decay=0.995, ema_start=500,
                         log_every=50, sample_every=500, checkpoint_every=500)
     config.eval.update(num_samples=2000, batch_size=250, standing_stats_passes=16,
                        truncations=(0.5, 1.0, 2.0))
