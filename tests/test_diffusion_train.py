@@ -21,6 +21,8 @@ TINY = {"model.ch": 32, "model.ch_mult": (1, 2), "model.attn_resolutions": (4,),
         # measures gradient differences instead of sign flips of near-zero gradients.
         "train.adam_eps": 1.0}
 TOLERANCE = 1e-5
+SMALLER = {"model.ch_mult": (1,), "model.attn_resolutions": (), "model.dropout": 0.0,
+           "eval.sample_steps": 1}   # one level, no attention: faster compiles
 
 
 def tiny_config(**overrides):
@@ -94,7 +96,7 @@ def test_sharded_step_equals_single_device_step():
 def test_importance_sampling_history_fills():
     config = tiny_config(**{"diffusion.loss_type": "vlb", "diffusion.var_type": "learned_range",
                             "diffusion.importance_sampling": True, "model.learn_sigma": True,
-                            "model.dropout": 0.0})
+                            **SMALLER})
     state, metrics, _ = run_steps(config, jax.devices(), [random_batch(0)])
     assert int(state.loss_history.counts.sum()) == 16
     assert np.isfinite(metrics["vb"]) and metrics["vb"] > 0
@@ -118,7 +120,8 @@ def restore_final_state(config, workdir):
 
 def test_resume_is_exact(tmp_path):
     """4 steps in one go == 2 steps, stop, then resume to 4 (same workdir)."""
-    overrides = {"train.checkpoint_every": 2, "train.log_every": 2, "train.sample_every": 4}
+    overrides = {"train.checkpoint_every": 2, "train.log_every": 2, "train.sample_every": 4,
+                 **SMALLER}
     straight = tiny_config(**overrides, **{"train.steps": 4})
     train.train_and_evaluate(straight, str(tmp_path / "straight"))
     interrupted = tiny_config(**overrides, **{"train.steps": 2})
