@@ -5,7 +5,9 @@ The step is a pure function ``(TrainState, batch) -> (TrainState, metrics)`` com
 sees its slice of the batch, and every cross-device reduction is explicit — gradient means
 and metrics are ``lax.pmean`` over ``DATA_AXES``; G's BatchNorm statistics are reduced by
 Flax's BatchNorm over ``BN_AXIS`` (cross-replica BN). Latents are drawn for the global batch
-before the shard_map, so one step on 8 devices equals the same step on 1 device.
+before the shard_map, so one step on 8 devices equals the same step on 1 device. DiffAugment
+(``config.train.diffaugment``, off by default) is the exception: each device folds its axis
+index into the augmentation key, so its draws depend on the device count.
 
 Batch layout: images [num_d_steps, grad_accum, micro_batch, R, R, 3] and labels
 [num_d_steps, grad_accum, micro_batch], split over devices along the micro-batch axis; each
@@ -22,13 +24,15 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
-from biggan import latents, losses, models
+from biggan import diffaugment, latents, losses, models
 from biggan.layers import SPECTRAL
 from common.sharding import BN_AXIS, DATA_AXES, replicated
 
 BATCH_STATS = "batch_stats"
 UPDATE_SPEC = PartitionSpec(None, None, DATA_AXES)
 """Sharding of [num_updates, grad_accum, micro_batch, ...] arrays."""
+AUGMENT_STREAM = 2**32 - 1
+"""Folded into the run's key for DiffAugment's keys (steps, folded in for latents, stay below)."""
 
 
 @flax.struct.dataclass
@@ -44,6 +48,7 @@ class TrainState:
     d_state: Any               # {'spectral': ...}
     d_opt_state: Any
     ema_params: Any            # EMA of g_params (SN vectors and BN statistics are not averaged)
+    ada: Any                   # ADA's {'p', 'real_sign_sum'} (biggan.diffaugment); fixed if off
 
 
 def optimizers(train: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, ...]:
@@ -64,7 +69,8 @@ def create_train_state(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainSt
         d_params, d_state = d_vars["params"], {SPECTRAL: d_vars[SPECTRAL]}
         return TrainState(step=jnp.zeros((), jnp.int32), rng=rng, g_params=g_params,
                           g_state=g_state, g_opt_state=g_tx.init(g_params), d_params=d_params,
-                          d_state=d_state, d_opt_state=d_tx.init(d_params), ema_params=g_params)
+                          d_state=d_state, d_opt_state=d_tx.init(d_params), ema_params=g_params,
+                          ada=diffaugment.ada_initial_state(config.train))
 
     return jax.jit(init, out_shardings=replicated(mesh))()
 
@@ -75,6 +81,7 @@ def validate_train_config(config: ml_collections.ConfigDict, num_devices: int) -
     models.validate_model_config(config.model)
     losses.get_losses(train.loss)
     latents.check_latent(train.latent)
+    diffaugment.validate_augment_config(train)
     for field in ("num_d_steps", "grad_accum", "batch_size"):
         if train[field] < 1:
             raise ValueError(f"config.train.{field}={train[field]} must be >= 1.")
@@ -106,17 +113,21 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
     d_loss_fn, g_loss_fn = losses.get_losses(train.loss)
     num_updates, accum = train.num_d_steps, train.grad_accum
     micro = train.batch_size // accum
+    policy = train.diffaugment
 
     def generate(g_params, g_state, z, y):
         return G.apply({"params": g_params, **g_state}, z, y, train=True,
                        mutable=[BATCH_STATS, SPECTRAL])
 
-    def d_micro_step(d_params, g_params, states, batch):
-        """D gradient on one micro-batch; G runs in training mode (batch statistics)."""
+    def d_micro_step(d_params, g_params, states, batch, probability):
+        """D gradient on one micro-batch; G runs in training mode (batch statistics). D sees
+        real and fake images through DiffAugment with ADA's ``probability`` (None: always)."""
         d_state, g_state = states
-        real, real_y, z, fake_y = batch
+        real, real_y, z, fake_y, augment_key = batch
         fake, g_state = generate(g_params, g_state, z, fake_y)
-        fake = jax.lax.stop_gradient(fake)
+        fake_key, real_key = jax.random.split(augment_key)
+        fake = diffaugment.augment(jax.lax.stop_gradient(fake), fake_key, policy, probability)
+        real = diffaugment.augment(real, real_key, policy, probability)
 
         def loss(params):
             logits, new_state = D.apply({"params": params, **d_state},
@@ -126,19 +137,21 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
             fake_logits, real_logits = jnp.split(logits, 2)
             loss_real, loss_fake = d_loss_fn(real_logits, fake_logits)
             metrics = dict(d_loss_real=loss_real, d_loss_fake=loss_fake,
-                           d_real=jnp.mean(real_logits), d_fake=jnp.mean(fake_logits))
+                           d_real=jnp.mean(real_logits), d_fake=jnp.mean(fake_logits),
+                           d_real_sign=jnp.mean(jnp.sign(real_logits)))
             return loss_real + loss_fake, (new_state, metrics)
 
         grads, (d_state, metrics) = jax.grad(loss, has_aux=True)(d_params)
         return grads, (d_state, g_state), metrics
 
-    def g_micro_step(g_params, d_params, states, batch):
-        """G gradient on one micro-batch of fresh latents."""
+    def g_micro_step(g_params, d_params, states, batch, probability):
+        """G gradient on one micro-batch of fresh latents, D seeing them through DiffAugment."""
         g_state, d_state = states
-        z, y = batch
+        z, y, augment_key = batch
 
         def loss(params):
             fake, new_g_state = generate(params, g_state, z, y)
+            fake = diffaugment.augment(fake, augment_key, policy, probability)
             logits, new_d_state = D.apply({"params": d_params, **d_state}, fake, y, train=True,
                                           mutable=[SPECTRAL])
             g_loss = g_loss_fn(logits)
@@ -162,21 +175,26 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
         grads = mean_over_devices(jax.tree_util.tree_map(lambda g: g / accum, grad_sum))
         return grads, states, mean_of(all_metrics)
 
-    def per_device(state: TrainState, images, labels, d_z, d_y, g_z, g_y):
+    def per_device(state: TrainState, images, labels, d_z, d_y, g_z, g_y, augment_key):
         d_params, d_opt_state = state.d_params, state.d_opt_state
         states, d_metrics = (state.d_state, state.g_state), []
+        probability = state.ada["p"] if diffaugment.ada_enabled(train) else None
+        device_key = jax.random.fold_in(augment_key, jax.lax.axis_index(DATA_AXES))
+        augment_keys = jax.random.split(device_key, (num_updates + 1) * accum).reshape(
+            num_updates + 1, accum, -1)   # [D updates + G update, micro-batch, key]
         for i in range(num_updates):
             grads, states, metrics = accumulate(
-                lambda s, b, d_params=d_params: d_micro_step(d_params, state.g_params, s, b),
-                states, [images[i], labels[i], d_z[i], d_y[i]])
+                lambda s, b, d_params=d_params: d_micro_step(d_params, state.g_params, s, b,
+                                                             probability),
+                states, [images[i], labels[i], d_z[i], d_y[i], augment_keys[i]])
             updates, d_opt_state = d_tx.update(grads, d_opt_state, d_params)
             d_params = optax.apply_updates(d_params, updates)
             d_metrics.append({**metrics, "d_grad_norm": optax.global_norm(grads)})
         d_state, g_state = states
 
         grads, (g_state, d_state), g_metrics = accumulate(
-            lambda s, b: g_micro_step(state.g_params, d_params, s, b), (g_state, d_state),
-            [g_z[0], g_y[0]])
+            lambda s, b: g_micro_step(state.g_params, d_params, s, b, probability),
+            (g_state, d_state), [g_z[0], g_y[0], augment_keys[num_updates]])
         g_metrics["g_grad_norm"] = optax.global_norm(grads)
         if train.ortho_reg:   # Eq. 3, added to G's gradient after the device mean
             ortho, ortho_grads = jax.value_and_grad(losses.orthogonal_regularization)(
@@ -190,15 +208,20 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
         ema_params = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p,
                                             state.ema_params, g_params)
         metrics = {**d_metrics[-1], **g_metrics}
+        ada = state.ada
+        if diffaugment.ada_enabled(train):   # r_t from D's outputs on (augmented) reals
+            real_sign = mean_over_devices(mean_of(d_metrics)["d_real_sign"])
+            ada = diffaugment.ada_update(state.ada, real_sign, state.step, train)
+            metrics["ada_p"] = ada["p"]
         new_state = state.replace(step=state.step + 1, g_params=g_params, g_state=g_state,
                                   g_opt_state=g_opt_state, d_params=d_params, d_state=d_state,
-                                  d_opt_state=d_opt_state, ema_params=ema_params)
+                                  d_opt_state=d_opt_state, ema_params=ema_params, ada=ada)
         return new_state, mean_over_devices(metrics)
 
     sharded = jax.shard_map(
         per_device, mesh=mesh,
         in_specs=(PartitionSpec(), UPDATE_SPEC, UPDATE_SPEC, UPDATE_SPEC, UPDATE_SPEC,
-                  UPDATE_SPEC, UPDATE_SPEC),
+                  UPDATE_SPEC, UPDATE_SPEC, PartitionSpec()),
         out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False)
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -206,7 +229,9 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
         d_key, g_key = jax.random.split(key)
         d_z, d_y = training_latents(d_key, (num_updates, accum, micro), config, state.step)
         g_z, g_y = training_latents(g_key, (1, accum, micro), config, state.step)
-        return sharded(state, batch["image"], batch["label"], d_z, d_y, g_z, g_y)
+        augment_key = jax.random.fold_in(jax.random.fold_in(state.rng, AUGMENT_STREAM),
+                                         state.step)   # per device: axis index folded in
+        return sharded(state, batch["image"], batch["label"], d_z, d_y, g_z, g_y, augment_key)
 
     return jax.jit(step, donate_argnums=0)
 

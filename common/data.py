@@ -199,6 +199,12 @@ def create_input_pipeline(
             source = _folder_source(cfg['data_dir'], cfg['resolution'], cfg['train_fraction'],
                                     layout)
     else:
+        if cfg['train_fraction'] < 1.0 and '[' in split:
+            raise ValueError(
+                f"data.train_fraction={cfg['train_fraction']} takes the first share of "
+                f"data.split={split!r}, which is already a slice; use one of the two: "
+                f"data.split='train' with train_fraction, or the sliced split with "
+                f"train_fraction=1.0.")
         source = _TfdsSource(name, cfg['data_dir'], split, cfg['resolution'],
                              cfg['train_fraction'], cfg['shuffle_buffer'], layout)
     return InputPipeline(source, layout, cfg['resolution'], cfg['random_flip'], start_batch)

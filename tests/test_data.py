@@ -241,6 +241,13 @@ def test_bad_fields_are_named(fields, batch, message):
         assert "'digits'" in str(error.value) and "'folder'" in str(error.value)
 
 
+def test_train_fraction_of_a_sliced_split_is_refused():
+    """'train[:50%]' with train_fraction would otherwise become the invalid 'train[:50%][:N]'."""
+    config = _config(name='cifar10', split='train[:50%]', train_fraction=0.5)
+    with pytest.raises(ValueError, match=r"train_fraction=0.5 .*split='train\[:50%\]'"):
+        data.create_input_pipeline(config, global_batch_size=4, seed=0, process_count=1)
+
+
 def test_unknown_tfds_split_is_named(tiny_tfds_dir):
     config = _config(name='tiny_labelled_images', data_dir=tiny_tfds_dir, split='validation')
     with pytest.raises(ValueError, match="data.split='validation'"):

@@ -50,6 +50,10 @@ def biggan_config(*, resolution: int = 128, batch_size: int = 2048, g_ch: int = 
         ema_decay=0.9999, ema_start=20_000,   # EMA start as in BigGAN-PyTorch
         loss="hinge",            # 'hinge' | 'non_saturating' | 'minimax'
         latent="normal",         # Appendix E latent distribution for training
+        # DiffAugment (biggan/diffaugment.py): e.g. 'color,translation,cutout'; '' = off.
+        diffaugment="",
+        # ADA: target of r_t = E[sign(D(real))] (0.6 in Karras et al. 2020); 0 = off (p = 1).
+        ada_target=0.0, ada_interval=4, ada_kimg=500.0, ada_p_init=0.0,
         seed=0,
         log_every=100, sample_every=5_000, checkpoint_every=5_000, keep_checkpoints=3,
     ))
