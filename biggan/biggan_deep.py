@@ -3,8 +3,9 @@
 G follows the layout of DeepMind's released BigGAN-deep (TF-Hub) so that those weights load:
 cond = [z, embed(y)] feeds the first linear layer and every conditional BN; two bottleneck
 blocks per resolution (the second upsamples); the non-local block sits at 64x64 by default;
-the output conv has ``ch`` channels of which the first 3 are kept. D follows BigGAN-PyTorch's
-BigGAN-deep D (bottleneck blocks; skips concatenate a 1x1 conv's output when channels grow).
+the output conv has ``ch`` channels of which only the first 3 are computed. D follows
+BigGAN-PyTorch's BigGAN-deep D (bottleneck blocks; skips concatenate a 1x1 conv's output when
+channels grow).
 """
 
 from typing import Any
@@ -137,8 +138,9 @@ class DeepGenerator(nn.Module):
             if resolution == self.attn_res:
                 h = SelfAttention(self.sn_eps, self.dtype, name="attention")(h, train)
         h = nn.relu(self.bn.batch_norm(train, affine=True, name="bn_out")(h))
-        h = SNConv(self.ch, 3, eps=self.sn_eps, dtype=self.dtype, name="conv_to_rgb")(h, train)
-        return jnp.tanh(h[..., :3].astype(jnp.float32))
+        h = SNConv(self.ch, 3, eps=self.sn_eps, dtype=self.dtype, kept_features=3,
+                   name="conv_to_rgb")(h, train)
+        return jnp.tanh(h.astype(jnp.float32))
 
 
 class DeepDiscriminator(nn.Module):

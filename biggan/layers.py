@@ -7,12 +7,17 @@ Variable collections:
   'batch_stats' BatchNorm running statistics (replaced by standing statistics at sampling).
 """
 
+import contextlib
 import dataclasses
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
+from flax.linen.dtypes import promote_dtype
+
+from common.conv import conv_same
 
 SPECTRAL = "spectral"
 
@@ -41,23 +46,78 @@ class SNDense(nn.Module):
             x, update_stats=update_stats)
 
 
+class SameConv(nn.Module):
+    """'SAME' stride-1 convolution with nn.Conv's variables (kernel [k, k, Cin, features],
+    bias [features]) computed by `common.conv.conv_same` (fast paths on the CPU).
+
+    ``kept_features`` > 0 computes only the first that many output channels, x [B,H,W,Cin] ->
+    [B,H,W,kept_features] (BigGAN-deep's conv_to_rgb holds ch outputs and keeps 3).
+    """
+
+    features: int
+    kernel_size: int
+    use_bias: bool = True
+    kept_features: int = 0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", orthogonal_init, (k, k, x.shape[-1], self.features))
+        bias = (self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias
+                else None)
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        kept = self.kept_features or self.features
+        y = conv_same(x, kernel[..., :kept])
+        return y if bias is None else y + bias[:kept]
+
+
 class SNConv(nn.Module):
-    """Convolution ('SAME' padding, stride 1) with spectral normalization; x [B,H,W,C]."""
+    """Convolution ('SAME' padding, stride 1) with spectral normalization; x [B,H,W,C].
+
+    SN normalizes the whole kernel; ``kept_features`` as in `SameConv`.
+    """
 
     features: int
     kernel_size: int = 3
     use_bias: bool = True
     eps: float = 1e-4
     dtype: Any = jnp.float32
+    kept_features: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, update_stats: bool) -> jax.Array:
-        conv = nn.Conv(
-            self.features, (self.kernel_size, self.kernel_size), padding="SAME",
-            use_bias=self.use_bias, kernel_init=orthogonal_init, dtype=self.dtype, name="conv",
-        )
+        conv = SameConv(self.features, self.kernel_size, self.use_bias, self.kept_features,
+                        self.dtype, name="conv")
         return nn.SpectralNorm(conv, n_steps=1, epsilon=self.eps, collection_name=SPECTRAL)(
             x, update_stats=update_stats)
+
+
+def divide_by_stored_sigma(params: dict, spectral: dict) -> dict:
+    """``params`` with every spectrally normalized weight W replaced by W / sigma, sigma the
+    value stored in ``spectral`` (Miyato et al. 2018, Eq. 2 at a converged power iteration).
+
+    With `spectral_norm_skipped` this gives sampling without a power iteration per call.
+    """
+    flat = traverse_util.flatten_dict(params)
+    for path, sigma in traverse_util.flatten_dict(spectral).items():
+        *module, _, variable = path          # (..., 'SpectralNorm_0', 'conv/kernel/sigma')
+        if variable.endswith("/sigma"):
+            weight = (*module, *variable.split("/")[:-1])             # (..., 'conv', 'kernel')
+            flat[weight] = flat[weight] / sigma
+    return traverse_util.unflatten_dict(flat)
+
+
+def spectral_norm_skipped() -> contextlib.AbstractContextManager:
+    """Within this context, spectral-norm layers called with ``update_stats=False`` run their
+    layer on its weights as given: for weights from `divide_by_stored_sigma`."""
+    def interceptor(next_fun, args, kwargs, context):
+        if (isinstance(context.module, nn.SpectralNorm) and context.method_name == "__call__"
+                and not kwargs["update_stats"]):
+            return context.module.layer_instance(*args)
+        return next_fun(*args, **kwargs)
+
+    return nn.intercept_methods(interceptor)
 
 
 class SNEmbed(nn.Module):

@@ -9,9 +9,9 @@ import math
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-from jax import lax
+
+from common.conv import conv_same
 
 #: DDPM's default initialiser (TF variance_scaling(1, fan_avg, uniform)).
 default_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
@@ -33,86 +33,11 @@ def group_norm(dtype: Any, name: str | None = None) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=32, epsilon=1e-6, dtype=dtype, name=name)
 
 
-def conv3x3_xla(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-    """3x3 'same' convolution, NHWC x HWIO -> NHWC, with XLA's own gradient."""
-    return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-# Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray 2016): Y = A^T [(G g G^T) * (B^T d B)] A
-# for each 4x4 input tile d giving a 2x2 output tile.
-_WINO_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
-_WINO_G = ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
-_WINO_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
-
-
-def _combine(coeffs: tuple[float, ...], xs: list[jnp.ndarray]) -> jnp.ndarray:
-    """sum_k coeffs[k] * xs[k], skipping zero coefficients."""
-    terms = [x if c == 1 else -x if c == -1 else c * x for c, x in zip(coeffs, xs, strict=True)
-             if c != 0]
-    out = terms[0]
-    for t in terms[1:]:
-        out = out + t
-    return out
-
-
-def conv3x3_winograd(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-    """The same 3x3 'same' convolution (even H and W) by Winograd F(2x2, 3x3).
-
-    The 4x4 input tiles (stride 2) and the kernel are transformed, multiplied as 16 GEMMs
-    [tiles, Cin] x [Cin, Cout] (2.25x fewer multiplications than the direct conv) and
-    transformed back. Its gradient is again 16 GEMMs each way, which XLA:CPU runs much faster
-    than its own convolution gradients on large maps.
-    """
-    b, hgt, wid, cin = x.shape
-    th, tw = hgt // 2, wid // 2
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    d = [[xp[:, r:r + 2 * th - 1:2, c:c + 2 * tw - 1:2] for c in range(4)] for r in range(4)]
-    rows = [[_combine(bt, [d[r][c] for r in range(4)]) for c in range(4)] for bt in _WINO_BT]
-    v = jnp.stack([_combine(bt, rows[i]) for i in range(4) for bt in _WINO_BT])
-    g = jnp.asarray(_WINO_G, w.dtype)
-    u = jnp.einsum("ia,jb,abcd->ijcd", g, g, w).reshape(16, cin, -1)
-    m = jnp.einsum("ptc,pcd->ptd", v.reshape(16, -1, cin), u).reshape(4, 4, b, th, tw, -1)
-    cols = [[_combine(at, [m[i, j] for i in range(4)]) for j in range(4)] for at in _WINO_AT]
-    y = jnp.stack([jnp.stack([_combine(at, cols[r]) for at in _WINO_AT], axis=3)
-                   for r in range(2)], axis=2)
-    return y.reshape(b, hgt, wid, -1)
-
-
-#: Feature maps with more positions than this get the Winograd gradient on CPU.
-WINOGRAD_GRAD_MIN_POSITIONS = 16 * 16
-
-
-@jax.custom_vjp
-def conv3x3_cpu(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-    """3x3 'same' conv, NHWC x HWIO: XLA's forward, and on large maps Winograd gradients.
-
-    XLA:CPU's own input and kernel gradients of a 32x32 map cost 4-10x its forward conv;
-    the gradients of `conv3x3_winograd` (same function) cost about 1-2x.
-    """
-    return conv3x3_xla(x, w)
-
-
-def _conv3x3_cpu_fwd(x: jnp.ndarray, w: jnp.ndarray):
-    return conv3x3_xla(x, w), (x, w)
-
-
-def _conv3x3_cpu_bwd(res, dy: jnp.ndarray):
-    x, w = res
-    _, hgt, wid, _ = x.shape
-    big = hgt * wid > WINOGRAD_GRAD_MIN_POSITIONS and hgt % 2 == 0 and wid % 2 == 0
-    return jax.vjp(conv3x3_winograd if big else conv3x3_xla, x, w)[1](dy)
-
-
-conv3x3_cpu.defvjp(_conv3x3_cpu_fwd, _conv3x3_cpu_bwd)
-
-
 class Conv3x3(nn.Module):
     """3x3 'same' convolution with bias (params 'kernel' [3, 3, Cin, Cout], 'bias').
 
-    `zero` initialises the kernel to zero (last layer of a residual branch). When the default
-    backend is the CPU (decided at trace time, so also for TPU programs compiled ahead of time
-    on a CPU host) the gradients come from `conv3x3_cpu`; elsewhere from XLA's convolution.
+    `zero` initialises the kernel to zero (last layer of a residual branch). Computed by
+    `common.conv.conv_same`: fast paths when lowered for the CPU, XLA's convolution elsewhere.
     """
 
     features: int
@@ -125,8 +50,7 @@ class Conv3x3(nn.Module):
         kernel = self.param("kernel", init, (3, 3, x.shape[-1], self.features), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        conv = conv3x3_cpu if jax.default_backend() == "cpu" else conv3x3_xla
-        return conv(x, kernel) + bias.astype(self.dtype)
+        return conv_same(x, kernel) + bias.astype(self.dtype)
 
 
 class ResBlock(nn.Module):

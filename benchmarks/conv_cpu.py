@@ -1,0 +1,72 @@
+r"""Time XLA's 3x3 / 1x1 'same' conv and its gradients against `common.conv`'s CPU versions.
+
+  python benchmarks/conv_cpu.py [--shapes=100x32x32x256,50x16x16x256] [--repeats=5]
+
+Prints one JSON line per shape: the best of --repeats seconds for each implementation of the
+forward (fwd_*), the input gradient (dx_*) and the kernel gradient (dw_*), plus the load
+average.
+"""
+
+import json
+import os
+import time
+
+import jax
+from absl import app, flags
+
+from common import conv
+
+_SHAPES = flags.DEFINE_list(
+    "shapes", ["100x32x32x256", "100x16x16x256", "100x8x8x256", "50x32x32x256", "50x16x16x256",
+               "50x8x8x256", "8x128x128x64", "8x64x64x128", "8x32x32x256", "8x16x16x512"],
+    "BxHxWxC (C in = C out) shapes to time.")
+_KERNEL = flags.DEFINE_integer("kernel", 3, "Kernel size: 3 or 1.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per implementation (best counts).")
+
+
+def best_seconds(fn, *args, repeats: int) -> float:
+    compiled = jax.jit(fn).lower(*args).compile()
+    jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def grad_x(f):
+    return lambda x, w, dy: jax.vjp(lambda a: f(a, w), x)[1](dy)[0]
+
+
+def grad_w(f):
+    return lambda x, w, dy: jax.vjp(lambda k: f(x, k), w)[1](dy)[0]
+
+
+def implementations(kernel: int) -> dict:
+    """name -> fn(x, w, dy): XLA's forward and gradients, and `common.conv`'s."""
+    ours = conv.conv1x1 if kernel == 1 else conv.conv3x3_cpu
+    return {"fwd_xla": lambda x, w, dy: conv.conv_xla(x, w),
+            "fwd_ours": lambda x, w, dy: ours(x, w),
+            "dx_xla": grad_x(conv.conv_xla), "dx_ours": grad_x(ours),
+            "dw_xla": grad_w(conv.conv_xla), "dw_ours": grad_w(ours)}
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    k = _KERNEL.value
+    for spec in _SHAPES.value:
+        b, h, w_, c = map(int, spec.split("x"))
+        keys = jax.random.split(jax.random.key(0), 3)
+        x = jax.random.normal(keys[0], (b, h, w_, c))
+        w = jax.random.normal(keys[1], (k, k, c, c)) / (3 * c**0.5)
+        dy = jax.random.normal(keys[2], (b, h, w_, c))
+        result = {"shape": spec, "kernel": k, "gflop_direct": 2 * b * h * w_ * c * c * k * k / 1e9}
+        for name, fn in implementations(k).items():
+            result[name] = round(best_seconds(fn, x, w, dy, repeats=_REPEATS.value), 5)
+        result["loadavg"] = os.getloadavg()
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
