@@ -5,6 +5,7 @@ Layout of a workdir::
     <workdir>/checkpoints/<step>/state     the training state (sharded arrays, numpy scalars)
     <workdir>/checkpoints/<step>/config    the run's config as JSON
     <workdir>/TRAINING_FINISHED            written once the last checkpoint is committed
+    <workdir>/kept_checkpoints.json        steps that `Checkpointer.keep` exempts from deletion
 
 Orbax writes each step into a temporary directory (``<step>.orbax-checkpoint-tmp-*``) and
 renames it once every process has written its shards (on GCS, where renames are not atomic, it
@@ -26,12 +27,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
 CHECKPOINT_DIR = "checkpoints"
 FINISHED_MARKER = "TRAINING_FINISHED"
+KEPT_FILE = "kept_checkpoints.json"
 _STATE = "state"
 _CONFIG = "config"
 
@@ -117,6 +120,19 @@ def saved_config(workdir: epath.PathLike, step: int | None = None) -> dict[str, 
     return dict(ocp.JsonCheckpointHandler().restore(item, args=ocp.args.JsonRestore()))
 
 
+def resolve_run(workdir: epath.PathLike, step: int | None = None, config: Any = None
+                ) -> tuple[int, Any]:
+    """(step, config) of a run's checkpoint: ``step`` or the latest complete one, and ``config``
+    or the ConfigDict saved with that checkpoint. Raises FileNotFoundError without one."""
+    steps = complete_steps(workdir)
+    if not steps:
+        raise FileNotFoundError(f"No complete checkpoint in {workdir}.")
+    step = steps[-1] if step is None else step
+    if config is None:
+        config = ml_collections.ConfigDict(saved_config(workdir, step))
+    return step, config
+
+
 def check_compatible(
     workdir: epath.PathLike, config: Any, sections: Sequence[str] = ("model",)
 ) -> None:
@@ -187,6 +203,10 @@ class Checkpointer:
 
     On construction (unless `read_only`) the config is checked against the latest checkpoint
     (`check_compatible` over `compatible_sections`) before anything in the workdir is touched.
+
+    Deletion keeps the `max_to_keep` newest steps, multiples of `keep_period`, and the steps
+    passed to `keep` (recorded in ``<workdir>/kept_checkpoints.json``, so later runs in the
+    workdir keep them too).
     """
 
     def __init__(
@@ -219,9 +239,13 @@ class Checkpointer:
         self._config = None if config is None else config_to_json(config)
         if config is not None and not read_only:
             check_compatible(workdir, config, compatible_sections)
+        self._kept = _KeptSteps(set(kept_steps(workdir)))
+        policies = [ocp.checkpoint_managers.LatestN(max_to_keep), self._kept]
+        if keep_period:
+            policies.append(ocp.checkpoint_managers.EveryNSteps(keep_period))
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=None if read_only else max_to_keep,
-            keep_period=keep_period,
+            preservation_policy=(None if read_only
+                                 else ocp.checkpoint_managers.AnyPreservationPolicy(policies)),
             save_interval_steps=0 if read_only else 1,
             create=not read_only,
             read_only=read_only,
@@ -298,6 +322,13 @@ class Checkpointer:
                 + "\nThe model config probably changed; use a new --workdir."
             ) from error
 
+    def keep(self, steps: Sequence[int]) -> None:
+        """Never delete the checkpoints of `steps` (e.g. those before a training collapse), in
+        this run or later ones. Every process must call it with the same steps."""
+        self._kept.steps.update(int(step) for step in steps)
+        if jax.process_index() == 0:
+            (self.workdir / KEPT_FILE).write_text(json.dumps(sorted(self._kept.steps)))
+
     def wait_until_finished(self) -> None:
         """Blocks until the background save, if any, is committed."""
         self._manager.wait_until_finished()
@@ -311,6 +342,23 @@ class Checkpointer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _KeptSteps:
+    """orbax preservation policy: preserve the checkpoints whose step is in ``steps``."""
+
+    def __init__(self, steps: set[int]):
+        self.steps = steps
+
+    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> list[bool]:
+        del context
+        return [checkpoint.step in self.steps for checkpoint in checkpoints]
+
+
+def kept_steps(workdir: epath.PathLike) -> list[int]:
+    """The steps `Checkpointer.keep` recorded for `workdir` (ascending; [] if none)."""
+    path = epath.Path(workdir) / KEPT_FILE
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def mark_training_finished(workdir: epath.PathLike) -> None:

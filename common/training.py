@@ -5,11 +5,14 @@ restores the latest complete checkpoint of the workdir (or starts fresh), runs t
 with clu metric writers (TensorBoard event files in the workdir plus console lines) and a
 progress report with ETA, writes sample sheets and orbax checkpoints every N steps, and on
 SIGTERM writes a checkpoint and returns. The batch stream is restarted at the restored step,
-so resuming neither skips nor repeats data.
+so resuming neither skips nor repeats data. Periodic hooks (`PeriodicHook`) add model-specific
+work every N steps: extra scalars (e.g. singular values of the weights), keeping the checkpoints
+saved so far, or stopping (e.g. at a training collapse).
 """
 
+import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -51,6 +54,53 @@ def abstract_like(state: Any) -> Any:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
 
 
+@dataclasses.dataclass(frozen=True)
+class HookResult:
+    """What a periodic hook asks of the training loop.
+
+    scalars: written to the metric writer at this step (and passed to later hooks);
+    keep_checkpoints: never delete the checkpoints saved so far (`Checkpointer.keep`);
+    stop: end training after this step without saving it, and mark the run finished.
+    """
+
+    scalars: dict[str, float] = dataclasses.field(default_factory=dict)
+    keep_checkpoints: bool = False
+    stop: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class PeriodicHook:
+    """``run(step, state, scalars)`` after every step that is a multiple of ``every`` (0: never).
+
+    ``scalars`` holds what was logged at this step so far: the step's metrics on logging steps
+    (every ``train.log_every``) and earlier hooks' scalars; {} otherwise. Every process calls
+    it; results must agree across processes.
+    """
+
+    every: int
+    run: Callable[[int, Any, dict[str, float]], HookResult | None]
+
+
+def run_hooks(hooks: Sequence[PeriodicHook], step: int, state: Any, scalars: dict[str, float],
+              writer: Any, checkpointer: Checkpointer) -> bool:
+    """Runs the hooks due at ``step`` in order and applies their results; True to stop."""
+    stop = False
+    for hook in hooks:
+        if not hook.every or step % hook.every:
+            continue
+        result = hook.run(step, state, scalars)
+        if result is None:
+            continue
+        if result.scalars:
+            writer.write_scalars(step, result.scalars)
+            scalars = {**scalars, **result.scalars}
+        if result.keep_checkpoints:   # after the pending save commits and rotates
+            checkpointer.wait_until_finished()
+            checkpointer.keep(checkpointer.all_steps())
+        stop = stop or result.stop
+    return stop
+
+
 def run_training(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -60,13 +110,14 @@ def run_training(
     batches_from: Callable[[int], Iterator[Any]],
     images_per_step: int,
     write_samples: Callable[[Any, int], None] | None = None,
+    hooks: Sequence[PeriodicHook] = (),
 ) -> Any:
     """Train from the latest checkpoint in ``workdir`` to ``config.train.steps``.
 
     init_state() -> the initial state (a pytree of global arrays with a scalar ``step``);
     batches_from(step) -> iterator of global batches starting with the one for ``step``;
-    write_samples(state, step) writes a sample sheet (called every ``train.sample_every``).
-    Returns the final state.
+    write_samples(state, step) writes a sample sheet (called every ``train.sample_every``);
+    hooks run after each step's logging, in order. Returns the final state.
     """
     train = config.train
     checkpointer = Checkpointer(workdir, config=config, save_every=train.checkpoint_every,
@@ -83,12 +134,13 @@ def run_training(
         writer.write_hparams(dict(config.to_dict()["train"]))
     progress = periodic_actions.ReportProgress(num_train_steps=train.steps, writer=writer,
                                                every_steps=train.log_every)
-    step, last_log, last_log_step = first, time.perf_counter(), first
+    step, last_log, last_log_step, halted = first, time.perf_counter(), first, False
     with PreemptionHandler() as preemption:
         while step < train.steps:
             state, metrics = train_step(state, next(batches))
             step += 1
             progress(step)
+            scalars = {}
             if step % train.log_every == 0 or step == train.steps:
                 scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 now = time.perf_counter()
@@ -96,8 +148,13 @@ def run_training(
                     now - last_log)
                 last_log, last_log_step = now, step
                 writer.write_scalars(step, scalars)
+            halted = run_hooks(hooks, step, state, scalars, writer, checkpointer)
             if write_samples and (step % train.sample_every == 0 or step == train.steps):
                 write_samples(state, step)
+            if halted:
+                logging.warning("A hook stopped training at step %d (this step is not saved).",
+                                step)
+                break
             stop = preemption.should_stop(step)
             checkpointer.save(step, state, force=stop or step == train.steps)
             if stop:
@@ -105,7 +162,7 @@ def run_training(
                 break
     checkpointer.wait_until_finished()
     writer.flush()
-    if step >= train.steps:
+    if step >= train.steps or halted:
         mark_training_finished(workdir)
     checkpointer.close()
     return state
