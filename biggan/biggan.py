@@ -171,6 +171,7 @@ class Discriminator(nn.Module):
     """BigGAN D with projection (Miyato & Koyama 2018): (x [B,R,R,3], y [B]) -> logits [B].
 
     D(x, y) = linear(h) + <embed(y), h>, h = global sum pool of ReLU(features).
+    dropout_rate > 0: dropout on h in training mode (Sec. 4.2; needs a 'dropout' rng).
     """
 
     resolution: int
@@ -179,6 +180,7 @@ class Discriminator(nn.Module):
     attn_res: int
     sn_eps: float = 1e-4
     dtype: Any = jnp.float32
+    dropout_rate: float = 0.0
 
     @nn.compact
     def __call__(self, x: jax.Array, y: jax.Array, train: bool) -> jax.Array:
@@ -190,19 +192,26 @@ class Discriminator(nn.Module):
                        name=f"block{i}")(h, train)
             if i == attn_index:
                 h = SelfAttention(self.sn_eps, self.dtype, name="attention")(h, train)
-        return ProjectionHead(self.num_classes, self.sn_eps, name="head")(h, y, train)
+        return ProjectionHead(self.num_classes, self.sn_eps, self.dropout_rate,
+                              name="head")(h, y, train)
 
 
 class ProjectionHead(nn.Module):
     """D's output (Miyato & Koyama 2018): ReLU, global sum pooling, then
-    linear(h) + <embed(y), h>. h [B,H,W,C], y [B] -> logits [B] (float32)."""
+    linear(h) + <embed(y), h>. h [B,H,W,C], y [B] -> logits [B] (float32).
+
+    dropout_rate > 0: dropout on the pooled features (D's last feature layer, Sec. 4.2 and
+    Appendix I) when ``train``; draws from the 'dropout' rng."""
 
     num_classes: int
     sn_eps: float = 1e-4
+    dropout_rate: float = 0.0
 
     @nn.compact
     def __call__(self, h: jax.Array, y: jax.Array, train: bool) -> jax.Array:
         h = jnp.sum(nn.relu(h.astype(jnp.float32)), axis=(1, 2))
+        if self.dropout_rate:
+            h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
         out = SNDense(1, eps=self.sn_eps, name="linear")(h, train)[:, 0]
         embed = SNEmbed(self.num_classes, h.shape[-1], eps=self.sn_eps, name="embed")(y, train)
         return out + jnp.sum(embed * h, axis=-1)

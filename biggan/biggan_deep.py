@@ -152,6 +152,7 @@ class DeepDiscriminator(nn.Module):
     attn_res: int
     sn_eps: float = 1e-4
     dtype: Any = jnp.float32
+    dropout_rate: float = 0.0   # on the pooled features in training mode (Sec. 4.2)
 
     @nn.compact
     def __call__(self, x: jax.Array, y: jax.Array, train: bool) -> jax.Array:
@@ -165,4 +166,5 @@ class DeepDiscriminator(nn.Module):
                                name=f"block{2 * i + j}")(h, train)
             if i == attn_index:
                 h = SelfAttention(self.sn_eps, self.dtype, name="attention")(h, train)
-        return ProjectionHead(self.num_classes, self.sn_eps, name="head")(h, y, train)
+        return ProjectionHead(self.num_classes, self.sn_eps, self.dropout_rate,
+                              name="head")(h, y, train)

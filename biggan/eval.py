@@ -37,7 +37,7 @@ from etils import epath
 from ml_collections import config_flags
 
 from biggan import latents, standing_stats
-from biggan.train_step import create_train_state
+from biggan.train_step import TrainState, create_train_state
 from common import checkpoint, feature_extractors, metrics, reference_stats, sharding
 from common.inception import InceptionWeightsNotFoundError
 
@@ -71,13 +71,19 @@ def eval_truncations(config: ml_collections.ConfigDict) -> list[float | None]:
     return [float(t) for t in config.eval.truncations]
 
 
-def restore_generator(config: ml_collections.ConfigDict, workdir: str, step: int,
-                      mesh: Any) -> tuple[Any, Any]:
-    """(ema_params, g_state) of checkpoint ``step`` of ``workdir`` as host arrays."""
+def restore_train_state(config: ml_collections.ConfigDict, workdir: str, step: int,
+                        mesh: Any) -> TrainState:
+    """The training state of checkpoint ``step`` of ``workdir`` as host arrays."""
     abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                                       jax.eval_shape(lambda: create_train_state(config, mesh)))
     with checkpoint.Checkpointer(workdir, read_only=True) as ckpt:
-        state = ckpt.restore(abstract, step)
+        return ckpt.restore(abstract, step)
+
+
+def restore_generator(config: ml_collections.ConfigDict, workdir: str, step: int,
+                      mesh: Any) -> tuple[Any, Any]:
+    """(ema_params, g_state) of checkpoint ``step`` of ``workdir`` as host arrays."""
+    state = restore_train_state(config, workdir, step, mesh)
     return state.ema_params, state.g_state
 
 

@@ -1,18 +1,23 @@
-"""GAN objectives on D's logits, and BigGAN's orthogonal regularization (Eq. 3).
+"""GAN objectives on D's logits, BigGAN's orthogonal regularization (Eq. 3) and the R1
+gradient penalty (Eq. 5).
 
 Every loss is a mean over the local batch; the train step averages over devices explicitly.
 """
 
+import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from flax import traverse_util
+
+from common.spectra import as_matrix, weight_paths
 
 
-def hinge_d(real: jax.Array, fake: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Hinge loss for D (Lim & Ye 2017): E[relu(1 - D(x))], E[relu(1 + D(G(z)))]."""
-    return jnp.mean(jax.nn.relu(1.0 - real)), jnp.mean(jax.nn.relu(1.0 + fake))
+def hinge_d(real: jax.Array, fake: jax.Array, margin: float = 1.0
+            ) -> tuple[jax.Array, jax.Array]:
+    """Hinge loss for D (Lim & Ye 2017): E[relu(m - D(x))], E[relu(m + D(G(z)))], margin m = 1
+    by default (Appendix G varies it)."""
+    return jnp.mean(jax.nn.relu(margin - real)), jnp.mean(jax.nn.relu(margin + fake))
 
 
 def hinge_g(fake: jax.Array) -> jax.Array:
@@ -36,18 +41,44 @@ def minimax_g(fake: jax.Array) -> jax.Array:
     return -jnp.mean(jax.nn.softplus(fake))
 
 
+def wasserstein_d(real: jax.Array, fake: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Wasserstein critic loss (Arjovsky et al. 2017; Appendix G): -E[D(x)], E[D(G(z))]."""
+    return -jnp.mean(real), jnp.mean(fake)
+
+
 LOSSES: dict[str, tuple[Callable, Callable]] = {
     "hinge": (hinge_d, hinge_g),
     "non_saturating": (logistic_d, non_saturating_g),
     "minimax": (logistic_d, minimax_g),
+    "wasserstein": (wasserstein_d, hinge_g),   # the G loss is -E[D(G(z))] for both
 }
 
 
-def get_losses(name: str) -> tuple[Callable, Callable]:
-    """(D loss, G loss) for ``config.train.loss``."""
+def get_losses(name: str, hinge_margin: float = 1.0) -> tuple[Callable, Callable]:
+    """(D loss, G loss) for ``config.train.loss``; ``config.train.hinge_margin`` sets the hinge
+    D loss's margin (only with loss='hinge')."""
     if name not in LOSSES:
         raise ValueError(f"config.train.loss={name!r} is not supported; allowed: {sorted(LOSSES)}.")
-    return LOSSES[name]
+    if hinge_margin <= 0:
+        raise ValueError(f"config.train.hinge_margin={hinge_margin} must be > 0 (default 1).")
+    d_loss, g_loss = LOSSES[name]
+    if hinge_margin != 1.0:
+        if name != "hinge":
+            raise ValueError(f"config.train.hinge_margin={hinge_margin} applies to "
+                             f"config.train.loss='hinge' only, not {name!r}; set it to 1.0.")
+        d_loss = functools.partial(hinge_d, margin=hinge_margin)
+    return d_loss, g_loss
+
+
+def r1_penalty(d_logits: Callable[[jax.Array], jax.Array], real: jax.Array) -> jax.Array:
+    """Eq. 5 without gamma / 2: E_real ||grad_x D(x)||^2 over the local batch.
+
+    d_logits maps images [B, ...] to logits [B], each logit depending on its own image only
+    (D has no batch statistics), so the gradient of their sum gives every per-image gradient.
+    Differentiable with respect to what ``d_logits`` closes over (D's parameters).
+    """
+    grads = jax.grad(lambda x: jnp.sum(d_logits(x)))(real)
+    return jnp.mean(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1))
 
 
 def orthogonal_regularization(params: dict, exclude: tuple[str, ...] = ("shared_embedding",)
@@ -59,10 +90,8 @@ def orthogonal_regularization(params: dict, exclude: tuple[str, ...] = ("shared_
     shared embedding, as in BigGAN-PyTorch) are skipped.
     """
     total = jnp.zeros((), jnp.float32)
-    for path, w in traverse_util.flatten_dict(params).items():
-        if w.ndim < 2 or path[0] in exclude:
-            continue
-        w = w.reshape(-1, w.shape[-1])
+    for w in weight_paths(params, exclude).values():
+        w = as_matrix(w)
         gram = w.T @ w
         total += jnp.sum(jnp.square(gram * (1.0 - jnp.eye(gram.shape[0], dtype=gram.dtype))))
     return total

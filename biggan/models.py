@@ -82,12 +82,15 @@ def build_generator(cfg: ml_collections.ConfigDict, *, axis_name: str | None = N
     return biggan.Generator(hier=cfg.hier, **common)
 
 
-def build_discriminator(cfg: ml_collections.ConfigDict) -> nn.Module:
-    """D for ``config.model``."""
+def build_discriminator(cfg: ml_collections.ConfigDict, *, dropout_rate: float = 0.0
+                        ) -> nn.Module:
+    """D for ``config.model``; ``dropout_rate`` (``config.train.d_dropout``) drops D's pooled
+    features in training mode."""
     validate_model_config(cfg)
     cls = biggan_deep.DeepDiscriminator if cfg.name == "biggan_deep" else biggan.Discriminator
     return cls(resolution=cfg.resolution, ch=cfg.d_ch, num_classes=cfg.num_classes,
-               attn_res=cfg.d_attn_res, sn_eps=cfg.sn_eps, dtype=DTYPES[cfg.dtype])
+               attn_res=cfg.d_attn_res, sn_eps=cfg.sn_eps, dtype=DTYPES[cfg.dtype],
+               dropout_rate=dropout_rate)
 
 
 def example_inputs(cfg: ml_collections.ConfigDict, batch: int = 2

@@ -145,12 +145,7 @@ def checkpoint_generator(workdir: str, truncation: float, step: int | None = Non
                          ) -> TrainedGenerator:
     """EMA G of checkpoint ``step`` (default: the latest complete one) of ``workdir`` with
     standing statistics at ``truncation``; ``config`` defaults to the one saved with it."""
-    steps = checkpoint.complete_steps(workdir)
-    if not steps:
-        raise FileNotFoundError(f"No complete checkpoint in {workdir}.")
-    step = steps[-1] if step is None else step
-    if config is None:
-        config = ml_collections.ConfigDict(checkpoint.saved_config(workdir, step))
+    step, config = checkpoint.resolve_run(workdir, step, config)
     mesh = sharding.make_mesh()
     params, g_state = restore_generator(config, workdir, step, mesh)
     stats = standing_stats.standing_stats(

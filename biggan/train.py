@@ -1,6 +1,6 @@
 """Train BigGAN: wires the config's data, model and step into the shared training loop."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 import ml_collections
@@ -21,6 +21,8 @@ from biggan.train_step import (
 from common import sharding
 from common.data import create_input_pipeline
 from common.images import save_image_grid
+from common.spectra import spectra
+from common.stability import stability_hooks
 from common.training import first_process_array, run_training
 
 
@@ -74,6 +76,21 @@ def sample_sheet_writer(config: ml_collections.ConfigDict, workdir: str):
     return write
 
 
+def weight_spectra(config: ml_collections.ConfigDict
+                   ) -> Callable[[TrainState], dict[str, dict[str, jax.Array]]]:
+    """Jitted state -> {'G': {weight: sigma [3]}, 'D': ...}: the top three singular values of
+    every weight before spectral normalization (Figure 3, Appendix F)."""
+    iterations = config.train.spectra_iterations
+
+    @jax.jit
+    def compute(g_params, g_spectral, d_params, d_spectral):
+        return {"G": spectra(g_params, g_spectral, 3, iterations),
+                "D": spectra(d_params, d_spectral, 3, iterations)}
+
+    return lambda state: compute(state.g_params, state.g_state[SPECTRAL], state.d_params,
+                                 state.d_state[SPECTRAL])
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Train ``config`` in ``workdir``, resuming from its latest checkpoint if there is one."""
     mesh = sharding.make_mesh(bn_group_size=config.model.bn_group_size)
@@ -86,4 +103,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         batches_from=lambda step: update_batches(config, mesh, step),
         images_per_step=config.train.batch_size * config.train.num_d_steps,
         write_samples=sample_sheet_writer(config, workdir),
+        hooks=stability_hooks(config.train, workdir, weight_spectra(config)),
     )

@@ -6,8 +6,9 @@ sees its slice of the batch, and every cross-device reduction is explicit — gr
 and metrics are ``lax.pmean`` over ``DATA_AXES``; G's BatchNorm statistics are reduced by
 Flax's BatchNorm over ``BN_AXIS`` (cross-replica BN). Latents are drawn for the global batch
 before the shard_map, so one step on 8 devices equals the same step on 1 device. DiffAugment
-(``config.train.diffaugment``, off by default) is the exception: each device folds its axis
-index into the augmentation key, so its draws depend on the device count.
+(``config.train.diffaugment``, off by default) and D's dropout (``config.train.d_dropout``, off)
+are the exceptions: each device folds its axis index into their keys, so their draws depend on
+the device count. Section 4's interventions (``biggan.interventions``) are off by default.
 
 Batch layout: images [num_d_steps, grad_accum, micro_batch, R, R, 3] and labels
 [num_d_steps, grad_accum, micro_batch], split over devices along the micro-batch axis; each
@@ -24,15 +25,18 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
-from biggan import diffaugment, latents, losses, models
+from biggan import diffaugment, interventions, latents, losses, models
 from biggan.layers import SPECTRAL
 from common.sharding import BN_AXIS, DATA_AXES, replicated
+from common.stability import validate_stability_config
 
 BATCH_STATS = "batch_stats"
 UPDATE_SPEC = PartitionSpec(None, None, DATA_AXES)
 """Sharding of [num_updates, grad_accum, micro_batch, ...] arrays."""
 AUGMENT_STREAM = 2**32 - 1
 """Folded into the run's key for DiffAugment's keys (steps, folded in for latents, stay below)."""
+DROPOUT_STREAM = 2**32 - 2
+"""Folded into the run's key for D's dropout keys (``config.train.d_dropout``)."""
 
 
 @flax.struct.dataclass
@@ -79,9 +83,11 @@ def validate_train_config(config: ml_collections.ConfigDict, num_devices: int) -
     """Fail before any compile with a message naming the field."""
     train = config.train
     models.validate_model_config(config.model)
-    losses.get_losses(train.loss)
+    losses.get_losses(train.loss, train.hinge_margin)
     latents.check_latent(train.latent)
     diffaugment.validate_augment_config(train)
+    interventions.validate_intervention_config(train)
+    validate_stability_config(train)
     for field in ("num_d_steps", "grad_accum", "batch_size"):
         if train[field] < 1:
             raise ValueError(f"config.train.{field}={train[field]} must be >= 1.")
@@ -108,9 +114,11 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
     validate_train_config(config, mesh.devices.size)
     train, model_cfg = config.train, config.model
     G = models.build_generator(model_cfg, axis_name=BN_AXIS)
-    D = models.build_discriminator(model_cfg)
+    D = models.build_discriminator(model_cfg, dropout_rate=train.d_dropout)
     g_tx, d_tx = optimizers(train)
-    d_loss_fn, g_loss_fn = losses.get_losses(train.loss)
+    d_loss_fn, g_loss_fn = losses.get_losses(train.loss, train.hinge_margin)
+    g_sigma_reg, g_sigma_clamp = interventions.acts_on(train, "G")
+    d_sigma_reg, d_sigma_clamp = interventions.acts_on(train, "D")
     num_updates, accum = train.num_d_steps, train.grad_accum
     micro = train.batch_size // accum
     policy = train.diffaugment
@@ -123,23 +131,30 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
         """D gradient on one micro-batch; G runs in training mode (batch statistics). D sees
         real and fake images through DiffAugment with ADA's ``probability`` (None: always)."""
         d_state, g_state = states
-        real, real_y, z, fake_y, augment_key = batch
+        real, real_y, z, fake_y, augment_key, dropout_key = batch
         fake, g_state = generate(g_params, g_state, z, fake_y)
         fake_key, real_key = jax.random.split(augment_key)
         fake = diffaugment.augment(jax.lax.stop_gradient(fake), fake_key, policy, probability)
         real = diffaugment.augment(real, real_key, policy, probability)
 
         def loss(params):
-            logits, new_state = D.apply({"params": params, **d_state},
-                                        jnp.concatenate([fake, real]),
-                                        jnp.concatenate([fake_y, real_y]), train=True,
-                                        mutable=[SPECTRAL])
+            def discriminate(images, labels):
+                return D.apply({"params": params, **d_state}, images, labels, train=True,
+                               mutable=[SPECTRAL], rngs={"dropout": dropout_key})
+
+            logits, new_state = discriminate(jnp.concatenate([fake, real]),
+                                             jnp.concatenate([fake_y, real_y]))
             fake_logits, real_logits = jnp.split(logits, 2)
             loss_real, loss_fake = d_loss_fn(real_logits, fake_logits)
             metrics = dict(d_loss_real=loss_real, d_loss_fake=loss_fake,
                            d_real=jnp.mean(real_logits), d_fake=jnp.mean(fake_logits),
                            d_real_sign=jnp.mean(jnp.sign(real_logits)))
-            return loss_real + loss_fake, (new_state, metrics)
+            total = loss_real + loss_fake
+            if train.r1_gamma:   # Eq. 5 on the real images D sees
+                r1 = losses.r1_penalty(lambda x: discriminate(x, real_y)[0], real)
+                total += 0.5 * train.r1_gamma * r1
+                metrics["r1"] = r1
+            return total, (new_state, metrics)
 
         grads, (d_state, metrics) = jax.grad(loss, has_aux=True)(d_params)
         return grads, (d_state, g_state), metrics
@@ -147,13 +162,13 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
     def g_micro_step(g_params, d_params, states, batch, probability):
         """G gradient on one micro-batch of fresh latents, D seeing them through DiffAugment."""
         g_state, d_state = states
-        z, y, augment_key = batch
+        z, y, augment_key, dropout_key = batch
 
         def loss(params):
             fake, new_g_state = generate(params, g_state, z, y)
             fake = diffaugment.augment(fake, augment_key, policy, probability)
             logits, new_d_state = D.apply({"params": d_params, **d_state}, fake, y, train=True,
-                                          mutable=[SPECTRAL])
+                                          mutable=[SPECTRAL], rngs={"dropout": dropout_key})
             g_loss = g_loss_fn(logits)
             return g_loss, ((new_g_state, new_d_state), dict(g_loss=g_loss))
 
@@ -175,35 +190,59 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
         grads = mean_over_devices(jax.tree_util.tree_map(lambda g: g / accum, grad_sum))
         return grads, states, mean_of(all_metrics)
 
+    def micro_step_keys(key: jax.Array) -> jax.Array:
+        """This device's keys [D updates + G update, micro-batch, key] from a step's ``key``
+        (the axis index folded in, so the draws depend on the device count)."""
+        device_key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXES))
+        return jax.random.split(device_key, (num_updates + 1) * accum).reshape(
+            num_updates + 1, accum, -1)
+
     def per_device(state: TrainState, images, labels, d_z, d_y, g_z, g_y, augment_key):
         d_params, d_opt_state = state.d_params, state.d_opt_state
         states, d_metrics = (state.d_state, state.g_state), []
         probability = state.ada["p"] if diffaugment.ada_enabled(train) else None
-        device_key = jax.random.fold_in(augment_key, jax.lax.axis_index(DATA_AXES))
-        augment_keys = jax.random.split(device_key, (num_updates + 1) * accum).reshape(
-            num_updates + 1, accum, -1)   # [D updates + G update, micro-batch, key]
+        augment_keys = micro_step_keys(augment_key)
+        dropout_keys = micro_step_keys(jax.random.fold_in(
+            jax.random.fold_in(state.rng, DROPOUT_STREAM), state.step))
         for i in range(num_updates):
             grads, states, metrics = accumulate(
                 lambda s, b, d_params=d_params: d_micro_step(d_params, state.g_params, s, b,
                                                              probability),
-                states, [images[i], labels[i], d_z[i], d_y[i], augment_keys[i]])
-            updates, d_opt_state = d_tx.update(grads, d_opt_state, d_params)
-            d_params = optax.apply_updates(d_params, updates)
-            d_metrics.append({**metrics, "d_grad_norm": optax.global_norm(grads)})
+                states, [images[i], labels[i], d_z[i], d_y[i], augment_keys[i],
+                         dropout_keys[i]])
+            metrics["d_grad_norm"] = optax.global_norm(grads)
+            d_spectral = states[0][SPECTRAL]
+            if d_sigma_reg:   # Sec. 4.1, added after the device mean
+                grads, metrics["d_sigma_reg"] = interventions.sigma0_regularized(
+                    train, grads, d_params, d_spectral)
+            updates, new_opt_state = d_tx.update(grads, d_opt_state, d_params)
+            new_params = optax.apply_updates(d_params, updates)
+            if d_sigma_clamp:
+                new_params = interventions.sigma0_clamped(train, new_params, d_spectral)
+            d_params, d_opt_state = interventions.unless_frozen(
+                state.step, train.freeze_d_step, (new_params, new_opt_state),
+                (d_params, d_opt_state))
+            d_metrics.append(metrics)
         d_state, g_state = states
 
         grads, (g_state, d_state), g_metrics = accumulate(
             lambda s, b: g_micro_step(state.g_params, d_params, s, b, probability),
-            (g_state, d_state), [g_z[0], g_y[0], augment_keys[num_updates]])
+            (g_state, d_state), [g_z[0], g_y[0], augment_keys[num_updates],
+                                 dropout_keys[num_updates]])
         g_metrics["g_grad_norm"] = optax.global_norm(grads)
         if train.ortho_reg:   # Eq. 3, added to G's gradient after the device mean
-            ortho, ortho_grads = jax.value_and_grad(losses.orthogonal_regularization)(
-                state.g_params)
-            grads = jax.tree_util.tree_map(lambda g, o: g + train.ortho_reg * o, grads,
-                                           ortho_grads)
-            g_metrics["ortho_reg"] = ortho
+            grads, g_metrics["ortho_reg"] = interventions.add_regularizer(
+                grads, losses.orthogonal_regularization, state.g_params, train.ortho_reg)
+        if g_sigma_reg:
+            grads, g_metrics["g_sigma_reg"] = interventions.sigma0_regularized(
+                train, grads, state.g_params, g_state[SPECTRAL])
         updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
         g_params = optax.apply_updates(state.g_params, updates)
+        if g_sigma_clamp:
+            g_params = interventions.sigma0_clamped(train, g_params, g_state[SPECTRAL])
+        g_params, g_opt_state = interventions.unless_frozen(
+            state.step, train.freeze_g_step, (g_params, g_opt_state),
+            (state.g_params, state.g_opt_state))
         decay = jnp.where(state.step >= train.ema_start, train.ema_decay, 0.0)
         ema_params = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p,
                                             state.ema_params, g_params)

@@ -15,7 +15,8 @@ Data config fields (`default_data_config()`):
     ClassLabel feature if there is one, otherwise label 0 and one class).
   data_dir: tfds data_dir (None: the tfds default) or the image folder's root.
   resolution: output height and width.
-  split: tfds split ('train', 'validation', 'train[:50%]', ...); in-memory sources have 'train'.
+  split: tfds split ('train', 'validation', 'train[:50%]', ...); digits and folder have 'train'
+    and 'heldout' (the examples that train_fraction leaves out, e.g. for D's memorization test).
   random_flip: horizontal flips, drawn from (seed, batch index, slot in the global batch).
   train_fraction: use only a fixed subset of this fraction of the split, the same for every seed:
     the first examples of the tfds split (tfds shuffles at build time), or a fixed random subset of
@@ -65,6 +66,7 @@ _DEFAULTS: dict[str, Any] = {
     'shuffle_buffer': 10_000,
 }
 _IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
+HELDOUT_SPLIT = 'heldout'
 # Independent random streams derived from the training seed.
 _ORDER_STREAM, _FLIP_STREAM, _TFDS_STREAM, _SUBSET_STREAM = range(4)
 _SUPPORTED = (
@@ -191,13 +193,14 @@ def create_input_pipeline(
 
     name = cfg['name']
     if name in ('digits', 'folder'):
-        if split != 'train':
-            raise ValueError(f"data.split={split!r}: the '{name}' dataset has only 'train'.")
+        if split not in ('train', HELDOUT_SPLIT):
+            raise ValueError(f"data.split={split!r}: the '{name}' dataset has 'train' and "
+                             f"'{HELDOUT_SPLIT}' (the examples data.train_fraction leaves out).")
+        subset = (cfg['train_fraction'], split == HELDOUT_SPLIT)
         if name == 'digits':
-            source = _digits_source(cfg['resolution'], cfg['train_fraction'], layout)
+            source = _digits_source(cfg['resolution'], subset, layout)
         else:
-            source = _folder_source(cfg['data_dir'], cfg['resolution'], cfg['train_fraction'],
-                                    layout)
+            source = _folder_source(cfg['data_dir'], cfg['resolution'], subset, layout)
     else:
         if cfg['train_fraction'] < 1.0 and '[' in split:
             raise ValueError(
@@ -212,11 +215,18 @@ def create_input_pipeline(
 
 # ----------------------------------------------------------------------------- index-based order
 
-def _fixed_subset(num_examples: int, fraction: float) -> np.ndarray:
-    """Sorted indices of a seed-independent subset holding `fraction` of the examples."""
+def _fixed_subset(num_examples: int, subset: tuple[float, bool]) -> np.ndarray:
+    """Sorted indices of a seed-independent subset holding `fraction` of the examples, or of
+    the rest when `heldout`; subset = (fraction, heldout)."""
+    fraction, heldout = subset
     count = max(1, round(fraction * num_examples))
     order = np.random.default_rng([_SUBSET_STREAM]).permutation(num_examples)
-    return np.sort(order[:count])
+    if not heldout:
+        return np.sort(order[:count])
+    if count == num_examples:
+        raise ValueError(f"data.split='{HELDOUT_SPLIT}' is empty with data.train_fraction="
+                         f"{fraction}: train on a fraction below 1 to hold images out.")
+    return np.sort(order[count:])
 
 
 def _example_indices(layout: _Layout, num_examples: int, first_batch: int,
@@ -275,13 +285,14 @@ class _FileSource:
             n += window
 
 
-def _digits_source(resolution: int, train_fraction: float, layout: _Layout) -> _ArraySource:
+def _digits_source(resolution: int, subset: tuple[float, bool], layout: _Layout
+                   ) -> _ArraySource:
     """scikit-learn's digits (values 0..16), bicubic-resized to `resolution`, grey -> RGB."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    keep = _fixed_subset(len(digits.target), train_fraction)
+    keep = _fixed_subset(len(digits.target), subset)
     resized = [
         np.asarray(Image.fromarray((image / 16.0).astype(np.float32)).resize(
             (resolution, resolution), Image.Resampling.BICUBIC))
@@ -292,7 +303,7 @@ def _digits_source(resolution: int, train_fraction: float, layout: _Layout) -> _
     return _ArraySource(images, digits.target[keep].astype(np.int32), 10, layout)
 
 
-def _folder_source(root: str | None, resolution: int, train_fraction: float,
+def _folder_source(root: str | None, resolution: int, subset: tuple[float, bool],
                    layout: _Layout) -> _FileSource:
     """`root/<class>/*.png|jpg` (sorted class names -> ids), or `root/*.png|jpg` as one class."""
     tf = input_tensorflow()
@@ -318,7 +329,7 @@ def _folder_source(root: str | None, resolution: int, train_fraction: float,
             f"data.name='folder': no .png/.jpg/.jpeg images in {root!r} or its sub-folders. "
             f"{layout_help}")
     labels = np.concatenate([np.full(len(g), i, np.int32) for i, g in enumerate(groups)])
-    keep = _fixed_subset(len(paths), train_fraction)
+    keep = _fixed_subset(len(paths), subset)
     return _FileSource(np.asarray(paths)[keep], labels[keep], len(groups), resolution, layout)
 
 

@@ -48,7 +48,7 @@ def biggan_config(*, resolution: int = 128, batch_size: int = 2048, g_ch: int = 
         adam_eps=1e-6,           # not stated in the paper; BigGAN-PyTorch's ImageNet scripts
         ortho_reg=ortho_reg,     # Eq. 3, beta = 1e-4 (0 disables)
         ema_decay=0.9999, ema_start=20_000,   # EMA start as in BigGAN-PyTorch
-        loss="hinge",            # 'hinge' | 'non_saturating' | 'minimax'
+        loss="hinge",            # 'hinge' | 'non_saturating' | 'minimax' | 'wasserstein'
         latent="normal",         # Appendix E latent distribution for training
         # DiffAugment (biggan/diffaugment.py): e.g. 'color,translation,cutout'; '' = off.
         diffaugment="",
@@ -56,6 +56,24 @@ def biggan_config(*, resolution: int = 128, batch_size: int = 2048, g_ch: int = 
         ada_target=0.0, ada_interval=4, ada_kimg=500.0, ada_p_init=0.0,
         seed=0,
         log_every=100, sample_every=5_000, checkpoint_every=5_000, keep_checkpoints=3,
+        # Sec. 4 stability analysis (common/stability.py), all off by default.
+        spectra_every=0,         # log sigma0..2 of every G and D weight every N steps
+        spectra_iterations=8,    # subspace iterations per estimate
+        collapse_sigma0_factor=0.0,  # collapse: a G sigma0 > factor x its recent median
+        collapse_d_loss_jump=0.0,    # collapse: D loss > its recent mean + this
+        collapse_window=5,       # past records / logs the two tests compare against
+        stop_on_collapse=False,  # stop at a detected collapse (checkpoints are kept anyway)
+        # Sec. 4 interventions (biggan/interventions.py), all off by default.
+        sigma_reg=0.0,           # Sec. 4.1: strength of (sigma0 - target)^2 per weight
+        sigma_clamp=False,       # Eq. 4 after every update
+        sigma_target=1.0,        # the target / clamp value (sigma_reg in the paper)
+        sigma_ratio=0.0,         # > 0: target r * sg(sigma1) instead of sigma_target
+        sigma_nets="G",          # 'G' | 'D' | 'GD': nets sigma_reg / sigma_clamp act on
+        sigma_iterations=2,      # subspace iterations per step, started from SN's u
+        r1_gamma=0.0,            # Eq. 5 R1 penalty strength (the paper sweeps 1e-3 .. 10)
+        d_dropout=0.0,           # drop rate on D's last feature layer (keep prob 1 - this)
+        hinge_margin=1.0,        # the hinge D loss's margin (Appendix G)
+        freeze_g_step=-1, freeze_d_step=-1,   # Appendix G.1: freeze from this step (-1: never)
     ))
     config.eval = ml_collections.ConfigDict(dict(
         num_samples=50_000, batch_size=500, standing_stats_passes=100,
