@@ -1,9 +1,15 @@
-"""Load ml_collections configs named ``path/to/file.py[:variant]`` outside absl flags too."""
+"""Load ml_collections configs named ``path/to/file.py[:variant]`` outside absl flags too, and
+the parameter-count summary command of ``biggan.summary`` / ``diffusion.summary``."""
 
 import importlib.util
+import json
+import os
 import pathlib
+from collections.abc import Callable
 
 import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -33,3 +39,34 @@ def config_variants(config_dir: str | pathlib.Path) -> list[str]:
         variants = getattr(module, "VARIANTS", ())
         names += [f"{file}:{v}" for v in variants] if variants else [str(file)]
     return names
+
+
+def summary_main(config_dir: str | pathlib.Path, family: str,
+                 summarize: Callable[[ml_collections.ConfigDict], dict],
+                 list_row: Callable[[dict], str], report: Callable[[dict], str]) -> None:
+    """``python -m <model>.summary --config=FILE[:variant] [--json]`` or ``--list``.
+
+    summarize(config) -> a JSON-able dict with 'paper_source'; --json prints it, --list prints
+    ``list_row`` of it for every config of ``config_dir``, otherwise ``report`` of it is printed
+    under the config's name. Defines the flags, so call it only under ``__main__``.
+    """
+    config = config_flags.DEFINE_config_file("config", None, "Config file[:variant].")
+    as_json = flags.DEFINE_bool("json", False, "Print one JSON object.")
+    list_all = flags.DEFINE_bool("list", False, f"List every {family} config with its counts.")
+
+    def main(argv: list[str]) -> None:
+        del argv
+        if list_all.value:
+            for name in config_variants(os.path.relpath(config_dir)):
+                print(f"{name:52s} {list_row(summarize(load_config(name)))}")
+            return
+        if config.value is None:
+            raise app.UsageError("Pass --config=<file>[:variant] or --list.")
+        s = summarize(config.value)
+        if as_json.value:
+            print(json.dumps(s))
+            return
+        print(f"config: {flags.FLAGS['config'].config_filename}  ({s['paper_source']})")
+        print(report(s))
+
+    app.run(main)

@@ -18,8 +18,9 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from absl import flags, logging
+from absl import app, flags, logging
 from clu import metric_writers, periodic_actions
+from ml_collections import config_flags
 
 from common.checkpoint import Checkpointer, mark_training_finished
 from common.preemption import PreemptionHandler
@@ -46,6 +47,25 @@ def setup_process() -> None:
         jax.distributed.initialize()
     logging.info("process %d/%d, %d local / %d global devices", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def train_main(default_config: str,
+               train_and_evaluate: Callable[[ml_collections.ConfigDict, str], Any]) -> None:
+    """A model's train job, ``python -m <model>.main --config=FILE[:variant] --workdir=DIR``
+    (config fields overridable, plus the process flags above): ``setup_process()``, then
+    ``train_and_evaluate(config, workdir)``. Defines the flags, so call it under ``__main__``."""
+    config = config_flags.DEFINE_config_file("config", default_config,
+                                             "Config file[:variant]; fields overridable.")
+    workdir = flags.DEFINE_string("workdir", None, "Checkpoints, logs and samples go here.",
+                                  required=True)
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        setup_process()
+        train_and_evaluate(config.value, workdir.value)
+
+    app.run(main)
 
 
 def abstract_like(state: Any) -> Any:

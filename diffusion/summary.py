@@ -4,22 +4,14 @@ r"""Print the U-Net parameter count of a diffusion config without allocating wei
   python -m diffusion.summary --list
 """
 
-import json
-import os
 import pathlib
 
 import ml_collections
-from absl import app, flags
-from ml_collections import config_flags
 
-from common.config_util import config_variants, load_config
+from common.config_util import summary_main
 from diffusion.model import parameter_count
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "diffusion"
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant].")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object.")
-_LIST = flags.DEFINE_bool("list", False, "List every diffusion config with its count.")
 
 
 def summarize(config: ml_collections.ConfigDict) -> dict:
@@ -31,23 +23,15 @@ def summarize(config: ml_collections.ConfigDict) -> dict:
             "paper_source": config.paper.get("source")}
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    if _LIST.value:
-        for name in config_variants(os.path.relpath(CONFIG_DIR)):
-            s = summarize(load_config(name))
-            print(f"{name:52s} {s['params']:>12,d}  {s['params_M']:8.3f}M  "
-                  f"paper {s['paper_params_M'] or '-'}")
-        return
-    if _CONFIG.value is None:
-        raise app.UsageError("Pass --config=<file>[:variant] or --list.")
-    s = summarize(_CONFIG.value)
-    if _JSON.value:
-        print(json.dumps(s))
-        return
-    print(f"config: {flags.FLAGS['config'].config_filename}  ({s['paper_source']})")
-    print(f"U-Net parameters: {s['params']:>14,d}   paper: {s['paper_params_M'] or 'n/a'} M")
+def list_row(s: dict) -> str:
+    """One ``--list`` line after the config name."""
+    return f"{s['params']:>12,d}  {s['params_M']:8.3f}M  paper {s['paper_params_M'] or '-'}"
+
+
+def report(s: dict) -> str:
+    """The count of one config."""
+    return f"U-Net parameters: {s['params']:>14,d}   paper: {s['paper_params_M'] or 'n/a'} M"
 
 
 if __name__ == "__main__":
-    app.run(main)
+    summary_main(CONFIG_DIR, "diffusion", summarize, list_row, report)

@@ -1,21 +1,22 @@
 """BigGAN training: sharded step equals the 1-device step, exact resume, 1 vs 2 processes,
 losses, orthogonal regularization, EMA, and config errors raised before any compile."""
 
-import os
-import socket
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding
+from helpers import (
+    assert_resume_is_exact,
+    assert_trees_close,
+    config_with,
+    largest_difference,
+    restore_final_state,
+    train_one_and_two_processes,
+)
+from helpers import run_steps as run_steps_of
 
 from biggan import losses, train, train_step
 from common import sharding
-from common.checkpoint import Checkpointer
-from common.config_util import load_config
 from common.data import DatasetNotFoundError
 
 TINY = {"model.g_ch": 4, "model.d_ch": 4, "model.z_dim": 16, "model.shared_dim": 8,
@@ -27,11 +28,7 @@ TOLERANCE = 1e-5   # parameters after sharded vs single-device steps (float32 re
 
 
 def tiny_config(**overrides):
-    config = load_config("configs/biggan/digits.py")
-    for key, value in {**TINY, **overrides}.items():
-        section, field = key.split(".")
-        config[section][field] = value
-    return config
+    return config_with("configs/biggan/digits.py", {**TINY, **overrides})
 
 
 def random_batch(config, seed=0):
@@ -43,19 +40,7 @@ def random_batch(config, seed=0):
 
 
 def run_steps(config, devices, batches):
-    mesh = sharding.make_mesh(devices)
-    state = train_step.create_train_state(config, mesh)
-    initial = jax.device_get(state)
-    step = train_step.make_train_step(config, mesh)
-    placement = NamedSharding(mesh, train_step.UPDATE_SPEC)
-    for batch in batches:
-        state, metrics = step(state, jax.device_put(batch, placement))
-    return jax.device_get(state), jax.device_get(metrics), initial
-
-
-def assert_trees_close(a, b, atol):
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol)
+    return run_steps_of(train_step, config, devices, batches, train_step.UPDATE_SPEC)
 
 
 def test_sharded_step_equals_single_device_step():
@@ -68,9 +53,7 @@ def test_sharded_step_equals_single_device_step():
         assert_trees_close(getattr(one, field), getattr(eight, field), TOLERANCE)
     assert_trees_close(one_metrics, eight_metrics, 1e-3)
     for field in ("g_params", "d_params"):   # the steps moved far more than the tolerance
-        moved = jax.tree_util.tree_map(lambda a, b: np.abs(a - b).max(), getattr(one, field),
-                                       getattr(initial, field))
-        assert max(jax.tree_util.tree_leaves(moved)) > 100 * TOLERANCE
+        assert largest_difference(getattr(one, field), getattr(initial, field)) > 100 * TOLERANCE
 
 
 def test_ema_follows_params_until_start_then_averages():
@@ -125,60 +108,22 @@ def test_missing_dataset_is_reported_before_training(tmp_path):
         (tmp_path / "run" / "checkpoints").iterdir())
 
 
-def restore_final_state(config, workdir):
-    mesh = sharding.make_mesh()
-    target = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-        train_step.create_train_state(config, mesh))
-    with Checkpointer(workdir, read_only=True) as checkpointer:
-        return jax.device_get(checkpointer.restore(target))
-
-
 def test_resume_is_exact(tmp_path):
     """4 steps in one go == 2 steps, stop, then resume to 4 (same workdir)."""
     overrides = {"train.checkpoint_every": 2, "train.log_every": 2, "train.sample_every": 2}
-    straight = tiny_config(**overrides, **{"train.steps": 4})
-    train.train_and_evaluate(straight, str(tmp_path / "straight"))
-    interrupted = tiny_config(**overrides, **{"train.steps": 2})
-    train.train_and_evaluate(interrupted, str(tmp_path / "resumed"))
-    train.train_and_evaluate(straight, str(tmp_path / "resumed"))
-    a = restore_final_state(straight, str(tmp_path / "straight"))
-    b = restore_final_state(straight, str(tmp_path / "resumed"))
-    assert int(a.step) == int(b.step) == 4
-    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
-    assert (tmp_path / "straight" / "samples" / "ema_00000004.png").exists()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def main_command(workdir, *flags):
-    overrides = [f"--config.{k}={v}" for k, v in TINY.items()]
-    return [sys.executable, "-m", "biggan.main", "--config=configs/biggan/digits.py",
-            f"--workdir={workdir}", "--config.train.steps=2", "--config.train.log_every=1",
-            "--config.train.checkpoint_every=2", "--config.train.sample_every=2",
-            *overrides, *flags]
+    assert_resume_is_exact(train.train_and_evaluate, train_step.create_train_state,
+                           lambda steps: tiny_config(**overrides, **{"train.steps": steps}),
+                           tmp_path)
 
 
 def test_two_processes_equal_one_process(tmp_path):
     """2 processes x 4 CPU devices (jax.distributed over loopback) == 1 process x 8."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    single = subprocess.run(main_command(tmp_path / "one", "--cpu_devices=8"), env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
-    port = free_port()
-    procs = [subprocess.Popen(
-        main_command(tmp_path / "two", "--cpu_devices=4", f"--coordinator_address=127.0.0.1:{port}",
-                     "--num_processes=2", f"--process_id={i}"),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err[-3000:]
-    config = tiny_config(**{"train.steps": 2})
-    a = restore_final_state(config, str(tmp_path / "one"))
-    b = restore_final_state(config, str(tmp_path / "two"))
+    run = {"train.steps": 2, "train.log_every": 1, "train.checkpoint_every": 2,
+           "train.sample_every": 2}
+    one, two = train_one_and_two_processes("biggan.main", "configs/biggan/digits.py",
+                                           {**TINY, **run}, tmp_path)
+    config = tiny_config(**run)
+    a = restore_final_state(train_step.create_train_state, config, one)
+    b = restore_final_state(train_step.create_train_state, config, two)
     for field in ("g_params", "d_params", "ema_params"):
         assert_trees_close(getattr(a, field), getattr(b, field), TOLERANCE)

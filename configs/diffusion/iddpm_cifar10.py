@@ -2,8 +2,11 @@
 
 Variants (T = 4000, 500k iterations): linear_simple, linear_hybrid, cosine_simple,
 cosine_hybrid, cosine_vlb; and cosine_hybrid_t1000 (the same model with T = 1000).
-L_simple rows use the fixed variance (a 3-channel output), so their U-Net has 52,542,979
-parameters: the learned-variance 52,546,438 less the variance channels of the output conv.
+The reference's count, measured in the authors' code, is 52,546,438 for the L_hybrid model
+(learned variance: a 6-channel output); ``paper.params`` holds it for the learned-variance rows.
+L_simple rows use the fixed variance (a 3-channel output): their 52,542,979 is derived from
+that count (less the output conv's 3 variance channels, 128 * 3 * 3 * 3 + 3 = 3,459), not
+measured in the reference code, so it is ``paper.params_derived`` instead.
 """
 
 import ml_collections
@@ -20,6 +23,10 @@ ROWS = {
     "cosine_hybrid_t1000": ("cosine", "hybrid", 1000, None, None),
 }
 VARIANTS = tuple(ROWS)
+REFERENCE_PARAMS = 52_546_438
+"""improved-diffusion's CIFAR-10 L_hybrid U-Net, measured (learned variance)."""
+VARIANCE_OUTPUT_PARAMS = 128 * 3 * 3 * 3 + 3
+"""The output conv's variance channels: 3 x (3x3 kernel over 128 channels) + 3 biases."""
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -34,8 +41,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         learn_sigma=learned, random_flip=False)
     config.paper = ml_collections.ConfigDict(dict(
         source="Nichol & Dhariwal 2021, Table 2 (CIFAR-10, 500k iterations)", steps=500_000,
-        batch_size=128, params_M=52.5,
-        params=52_546_438 if learned else 52_542_979))
+        batch_size=128, params_M=52.5))
+    if learned:
+        config.paper.params = REFERENCE_PARAMS
+    else:
+        config.paper.params_derived = REFERENCE_PARAMS - VARIANCE_OUTPUT_PARAMS
     if nll is not None:
         config.paper.update(nll_bpd=nll, fid=fid)
     return config
