@@ -55,8 +55,8 @@ def plot(workdir: str, out: str, pattern: str = "") -> None:
         weights = series(records, net, pattern)
         for column, (ax, panel) in enumerate(zip(row, PANELS, strict=True)):
             for name, (steps, values) in sorted(weights.items()):
-                if column < 3:
-                    ys = [v[column] for v in values]
+                if column < 3:   # zeros beyond a weight's rank (e.g. D's [C, 1]) are left out
+                    ys = [v[column] or float("nan") for v in values]
                 else:
                     ys = [v[0] / v[1] if v[1] else float("nan") for v in values]
                 ax.plot(steps, ys, linewidth=0.8, label=name)
