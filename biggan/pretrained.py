@@ -30,7 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from biggan import models
+from biggan import layers, models
 
 FORMAT = "biggan-deep-pretrained/1"
 METADATA_FILE = "pretrained.json"
@@ -131,9 +131,15 @@ def read_metadata(directory: epath.PathLike) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _compiled_apply(cfg_json: str):
-    """G's eval-mode apply, jitted once per model config (shared by every loaded copy)."""
+    """G's eval-mode apply on weights already divided by their stored sigma (no power
+    iteration per call), jitted once per model config (shared by every loaded copy)."""
     model = models.build_generator(ml_collections.ConfigDict(json.loads(cfg_json)))
-    return jax.jit(lambda variables, z, y: model.apply(variables, z, y, train=False))
+
+    def apply(variables: dict, z: jax.Array, y: jax.Array) -> jax.Array:
+        with layers.spectral_norm_skipped():
+            return model.apply(variables, z, y, train=False)
+
+    return jax.jit(apply)
 
 
 @dataclasses.dataclass
@@ -144,18 +150,23 @@ class PretrainedGenerator:
     params: dict
     spectral: dict
     bn_tables: dict
+    normalized_params: dict = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        # Weights go to the device once; only the small BN statistics travel per call.
+        # Weights go to the device once; only the small BN statistics travel per call. The
+        # release's spectral norm divides by the stored sigma, so that division is done once.
         self.params, self.spectral = jax.device_put((self.params, self.spectral))
+        self.normalized_params = jax.jit(layers.divide_by_stored_sigma)(self.params,
+                                                                        self.spectral)
 
     @property
     def resolution(self) -> int:
         return self.cfg.resolution
 
     def variables(self, truncation: float) -> dict:
-        """G's variables with 'batch_stats' read from the tables at ``truncation``."""
-        return {"params": self.params, "spectral": self.spectral,
+        """G's sampling variables: spectrally normalized weights and 'batch_stats' read from
+        the tables at ``truncation``."""
+        return {"params": self.normalized_params,
                 "batch_stats": batch_stats_for_truncation(self.bn_tables, truncation)}
 
     def __call__(self, z: np.ndarray, labels: np.ndarray, truncation: float) -> np.ndarray:

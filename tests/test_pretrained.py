@@ -253,6 +253,28 @@ def test_saved_directory_round_trips_and_samples(converted, pretrained_dir):
     assert np.abs(generator(z, labels, 0.8) - images).max() > 1e-4   # statistics follow truncation
 
 
+@pytest.mark.parametrize("consistent", [True, False])
+def test_sampling_skips_the_power_iteration_without_changing_images(consistent):
+    """The sampler divides each kernel by its stored sigma once and runs no power iteration;
+    G's own eval apply (one power iteration from the stored u per call) gives the same images."""
+    cfg, variables, _ = convert_pretrained.convert_state_dict(
+        synthetic_state_dict(seed=2, consistent_sn=consistent))
+    generator = pretrained.PretrainedGenerator(cfg, variables["params"], variables["spectral"],
+                                               variables["bn_tables"])
+    sigma = variables["spectral"]["block3"]["conv1"]["SpectralNorm_0"]["conv/kernel/sigma"]
+    np.testing.assert_allclose(generator.normalized_params["block3"]["conv1"]["conv"]["kernel"],
+                               variables["params"]["block3"]["conv1"]["conv"]["kernel"] / sigma,
+                               rtol=1e-6)
+    z = np.random.default_rng(3).uniform(-0.5, 0.5, (2, Z)).astype(np.float32)
+    labels = np.array([1, 4])
+    g_vars = {"params": variables["params"], "spectral": variables["spectral"],
+              "batch_stats": pretrained.batch_stats_for_truncation(variables["bn_tables"], 0.5)}
+    want = models.build_generator(cfg).apply(g_vars, z, labels, train=False)
+    got = generator(z, labels, 0.5)
+    assert np.abs(want).max() > 0.1
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_sampling_input_errors(pretrained_dir, tmp_path):
     generator = pretrained.load(pretrained_dir)
     z = np.zeros((2, Z), np.float32)
