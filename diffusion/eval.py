@@ -34,17 +34,6 @@ from diffusion.likelihood import bits_per_dim
 from diffusion.sampling import METHODS
 from diffusion.train import restore_ema_params, run_config
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config (default: the saved one).")
-_SAMPLER = flags.DEFINE_enum("sampler", None, METHODS, "Sampler (default config.eval.sampler).")
-_STEPS = flags.DEFINE_integer("steps", None, "Respaced steps (default config.eval.sample_steps).")
-_GUIDANCE = flags.DEFINE_list("guidance", None, "Guidance scales (default config.eval.guidance).")
-_NUM = flags.DEFINE_integer("num_samples", None, "Samples (default config.eval.num_samples).")
-_BATCH = flags.DEFINE_integer("batch_size", None, "Default config.eval.batch_size.")
-_ONCE = flags.DEFINE_bool("once", False, "Evaluate the latest checkpoint only, then exit.")
-_POLL = flags.DEFINE_float("poll_seconds", 60.0, "Seconds between looks for new checkpoints.")
-_TIMEOUT = flags.DEFINE_float("timeout_seconds", 3600.0, "Stop after this long without one.")
-
 
 def sample_batches(config: ml_collections.ConfigDict, params: Any, num_samples: int, *,
                    sampler: str, steps: int, guidance: float, seed: int = 0
@@ -117,24 +106,42 @@ def evaluate(config: ml_collections.ConfigDict, params: Any, *, sampler: str, st
     return results
 
 
+def check_bpd_split(config: ml_collections.ConfigDict) -> None:
+    """With ``config.eval.bpd_examples`` > 0, fail before any sampling or compile if
+    ``config.eval.bpd_split`` of the dataset cannot be read."""
+    ev = config.eval
+    if not ev.bpd_examples:
+        return
+    try:
+        create_input_pipeline(config.data, global_batch_size=ev.batch_size, seed=0,
+                              split=ev.bpd_split)
+    except ValueError as e:
+        raise ValueError(
+            f"config.eval.bpd_split={ev.bpd_split!r} cannot be read ({e}). Set "
+            f"config.eval.bpd_split to a split of {config.data.name!r}, or "
+            "config.eval.bpd_examples=0 to skip bits/dim.") from e
+
+
 def main(argv: list[str]) -> None:
     del argv
+    f = flags.FLAGS
     setup_process()
-    workdir = _WORKDIR.value
-    config = run_config(workdir, None, _CONFIG.value)
+    workdir = f.workdir
+    config = run_config(workdir, None, f.config)
     ev = config.eval
-    sampler, steps = _SAMPLER.value or ev.sampler, _STEPS.value or ev.sample_steps
-    guidances = [float(g) for g in (_GUIDANCE.value or [ev.guidance])]
-    num_samples = _NUM.value or ev.num_samples
-    ev.batch_size = _BATCH.value or ev.batch_size
+    sampler, steps = f.sampler or ev.sampler, f.steps or ev.sample_steps
+    guidances = [float(g) for g in (f.guidance or [ev.guidance])]
+    num_samples = f.num_samples or ev.num_samples
+    ev.batch_size = f.batch_size or ev.batch_size
+    check_bpd_split(config)
     out_dir = epath.Path(workdir) / "eval"
     writer = metric_writers.create_default_writer(str(out_dir),
                                                   just_logging=jax.process_index() > 0)
-    if _ONCE.value:
+    if f.once:
         steps_to_do = checkpoint.complete_steps(workdir)[-1:]
     else:
-        steps_to_do = checkpoint.follow_checkpoints(workdir, poll_seconds=_POLL.value,
-                                                    timeout_seconds=_TIMEOUT.value)
+        steps_to_do = checkpoint.follow_checkpoints(workdir, poll_seconds=f.poll_seconds,
+                                                    timeout_seconds=f.timeout_seconds)
     for step in steps_to_do:
         params = restore_ema_params(config, workdir, step)
         results = evaluate(config, params, sampler=sampler, steps=steps, guidances=guidances,
@@ -149,4 +156,14 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
+    config_flags.DEFINE_config_file("config", None, "Config (default: the saved one).")
+    flags.DEFINE_enum("sampler", None, METHODS, "Sampler (default config.eval.sampler).")
+    flags.DEFINE_integer("steps", None, "Respaced steps (default config.eval.sample_steps).")
+    flags.DEFINE_list("guidance", None, "Guidance scales (default config.eval.guidance).")
+    flags.DEFINE_integer("num_samples", None, "Samples (default config.eval.num_samples).")
+    flags.DEFINE_integer("batch_size", None, "Default config.eval.batch_size.")
+    flags.DEFINE_bool("once", False, "Evaluate the latest checkpoint only, then exit.")
+    flags.DEFINE_float("poll_seconds", 60.0, "Seconds between looks for new checkpoints.")
+    flags.DEFINE_float("timeout_seconds", 3600.0, "Stop after this long without one.")
     app.run(main)
