@@ -14,6 +14,8 @@ machine slow every figure down).
 import json
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,16 +27,29 @@ from diffusion.sampling import sample
 from diffusion.schedules import get_betas, make_schedule, respace, spaced_timesteps
 from diffusion.unet import PAPER_MODELS, unet_from_config
 
-_BATCH = flags.DEFINE_integer("batch", 8, "Images per batch.")
-_REPEATS = flags.DEFINE_integer("repeats", 2, "Timed batches per sampler (after compiling).")
-_FULL = flags.DEFINE_bool("full_1000", False, "Run the 1000-step sampler instead of "
-                          "extrapolating it from the 50-step time per step.")
+MODEL = "ddpm_cifar10"
 
 
-def main(_) -> None:
-    load_before = os.getloadavg()[0]
-    model = unet_from_config(PAPER_MODELS["ddpm_cifar10"])
-    shape = (_BATCH.value, 32, 32, 3)
+def compile_and_time(fn: Callable, args: tuple, repeats: int) -> tuple[float, float]:
+    """(compile seconds, median seconds per call over ``repeats`` calls) of ``jax.jit(fn)``
+    on ``args``; the calls run after compiling and wait for their results."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - t0)
+    return compile_s, float(np.median(times))
+
+
+def time_samplers(batch: int, repeats: int, full_1000: bool) -> dict[str, Any]:
+    """Per sampler ('ancestral_50', 'ddim_50', 'ancestral_1000'): s_per_batch, images_per_s
+    (and, when measured, s_per_step and compile_s) of the DDPM CIFAR-10 U-Net on ``batch``
+    images; 'extrapolated_1000' says whether the 1000-step figures were extrapolated."""
+    model = unet_from_config(PAPER_MODELS[MODEL])
+    shape = (batch, 32, 32, 3)
     params = jax.jit(model.init)(jax.random.key(0), jnp.zeros(shape), jnp.zeros(shape[:1]))
     # Random non-zero output layers, so that the samples are not all zero.
     params = jax.tree.map(lambda p: p + 0.01 * jax.random.normal(jax.random.key(1), p.shape),
@@ -45,10 +60,9 @@ def main(_) -> None:
         "ancestral_50": (respace(betas, spaced_timesteps(1000, 50)), "ancestral"),
         "ddim_50": (respace(betas, spaced_timesteps(1000, 50)), "ddim"),
     }
-    if _FULL.value:
+    if full_1000:
         samplers["ancestral_1000"] = (make_schedule("linear", 1000), "ancestral")
-    result = {"model": "ddpm_cifar10", "batch": _BATCH.value, "dtype": "float32",
-              "devices": str(jax.devices()[0].platform)}
+    result: dict[str, Any] = {}
     for name, (schedule, method) in samplers.items():
 
         def run(variables, key, schedule=schedule, method=method):
@@ -57,27 +71,37 @@ def main(_) -> None:
 
             return sample(model_fn, param, schedule, key, shape, method=method)
 
-        t0 = time.perf_counter()
-        compiled = jax.jit(run).lower(params, jax.random.key(2)).compile()
-        compile_s = time.perf_counter() - t0
-        times = []
-        for r in range(_REPEATS.value):
-            t0 = time.perf_counter()
-            compiled(params, jax.random.key(3 + r)).block_until_ready()
-            times.append(time.perf_counter() - t0)
-        sec = float(np.median(times))
-        result[name] = {"s_per_batch": round(sec, 3),
-                        "images_per_s": round(_BATCH.value / sec, 4),
+        compile_s, sec = compile_and_time(run, (params, jax.random.key(2)), repeats)
+        result[name] = {"s_per_batch": round(sec, 3), "images_per_s": round(batch / sec, 4),
                         "s_per_step": round(sec / schedule.num_steps, 4),
                         "compile_s": round(compile_s, 1)}
-    if not _FULL.value:
+    if not full_1000:
         per_step = result["ancestral_50"]["s_per_step"]
         result["ancestral_1000"] = {"s_per_batch": round(1000 * per_step, 1),
-                                    "images_per_s": round(_BATCH.value / (1000 * per_step), 4)}
-    result["extrapolated_1000"] = not _FULL.value
+                                    "images_per_s": round(batch / (1000 * per_step), 4)}
+    result["extrapolated_1000"] = not full_1000
+    return result
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    f = flags.FLAGS
+    load_before = os.getloadavg()[0]
+    result = {"model": MODEL, "batch": f.batch, "dtype": "float32",
+              "devices": str(jax.devices()[0].platform),
+              **time_samplers(f.batch, f.repeats, f.full_1000)}
     result["load_avg_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     print(json.dumps(result))
 
 
+def define_flags() -> None:
+    """--batch, --repeats and --full_1000 (call under ``__main__``)."""
+    flags.DEFINE_integer("batch", 8, "Images per batch.")
+    flags.DEFINE_integer("repeats", 2, "Timed batches per model (after compiling).")
+    flags.DEFINE_bool("full_1000", False, "Run the 1000-step sampler instead of "
+                      "extrapolating it from the 50-step time per step.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
