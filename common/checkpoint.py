@@ -233,13 +233,13 @@ class Checkpointer:
         """
         if save_every < 1:
             raise ValueError(f"save_every must be >= 1, got {save_every}")
-        self.workdir = epath.Path(workdir)
+        self.workdir = absolute_path(workdir)
         self.save_every = save_every
         self._read_only = read_only
         self._config = None if config is None else config_to_json(config)
         if config is not None and not read_only:
-            check_compatible(workdir, config, compatible_sections)
-        self._kept = _KeptSteps(set(kept_steps(workdir)))
+            check_compatible(self.workdir, config, compatible_sections)
+        self._kept = _KeptSteps(set(kept_steps(self.workdir)))
         policies = [ocp.checkpoint_managers.LatestN(max_to_keep), self._kept]
         if keep_period:
             policies.append(ocp.checkpoint_managers.EveryNSteps(keep_period))
@@ -253,7 +253,7 @@ class Checkpointer:
             enable_async_checkpointing=async_save,
         )
         self._manager = ocp.CheckpointManager(
-            checkpoint_dir(workdir), options=options, item_names=(_STATE, _CONFIG)
+            checkpoint_dir(self.workdir), options=options, item_names=(_STATE, _CONFIG)
         )
         if not read_only and jax.process_index() == 0:
             (self.workdir / FINISHED_MARKER).unlink(missing_ok=True)
@@ -353,6 +353,12 @@ class _KeptSteps:
     def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> list[bool]:
         del context
         return [checkpoint.step in self.steps for checkpoint in checkpoints]
+
+
+def absolute_path(path: epath.PathLike) -> epath.Path:
+    """``path`` made absolute if it is local (orbax refuses relative paths); ``gs://`` as is."""
+    path = epath.Path(path)
+    return path if "://" in str(path) or path.is_absolute() else path.absolute()
 
 
 def kept_steps(workdir: epath.PathLike) -> list[int]:

@@ -299,3 +299,16 @@ def test_two_processes_agree_on_sigterm_and_resume(tmp_path, mesh):
     assert ckpt.latest_step() == step
     restored = ckpt.restore(abstract_state(mesh))
     np.testing.assert_array_equal(np.asarray(restored["w"]), initial_weights() + step)
+
+
+def test_relative_workdir_saves_and_restores(tmp_path, mesh, monkeypatch):
+    """The README's commands pass workdirs like ``workdirs/digits`` (orbax needs absolute)."""
+    monkeypatch.chdir(tmp_path)
+    with Checkpointer("runs/relative", config=CONFIG) as ckpt:
+        assert ckpt.save(3, make_state(3, mesh))
+        ckpt.wait_until_finished()
+    with Checkpointer("runs/relative", read_only=True) as ckpt:
+        assert ckpt.latest_step() == 3
+        restored = ckpt.restore(abstract_state(mesh))
+    np.testing.assert_array_equal(np.asarray(restored["w"]), np.asarray(initial_weights() + 3))
+    assert (tmp_path / "runs" / "relative" / "checkpoints" / "3").is_dir()
