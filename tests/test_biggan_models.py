@@ -122,8 +122,9 @@ def test_generator_conditioning_changes_output():
     g_vars, _ = init(cfg)
     G = models.build_generator(cfg)
     z = jax.random.normal(jax.random.key(1), (2, cfg.z_dim))
-    a = G.apply(g_vars, z, jnp.array([0, 0]), train=False)
-    b = G.apply(g_vars, z, jnp.array([1, 1]), train=False)
+    generate = jax.jit(lambda v, z, y: G.apply(v, z, y, train=False))
+    a = generate(g_vars, z, jnp.array([0, 0]))
+    b = generate(g_vars, z, jnp.array([1, 1]))
     assert float(jnp.abs(a - b).max()) > 1e-4
 
 
@@ -144,8 +145,9 @@ def test_cross_replica_batchnorm_matches_single_device():
     g_vars, _ = init(cfg)
     z = jax.random.normal(jax.random.key(1), (16, cfg.z_dim))
     y = jnp.arange(16) % 5
-    full, full_state = models.build_generator(cfg).apply(
-        g_vars, z, y, train=True, mutable=["batch_stats", SPECTRAL])
+    G = models.build_generator(cfg)
+    full, full_state = jax.jit(lambda v, z, y: G.apply(
+        v, z, y, train=True, mutable=["batch_stats", SPECTRAL]))(g_vars, z, y)
     assert len(jax.devices()) == 8
     split, split_state = sharded_forward(cfg, g_vars, z, y, sharding.make_mesh())
     np.testing.assert_allclose(np.asarray(split), np.asarray(full), atol=1e-5)
@@ -172,12 +174,15 @@ def test_spectral_norm_state():
     y = jnp.array([0, 1])
     assert not any("/u" in "/".join(map(str, k)) for k, _ in
                    jax.tree_util.tree_leaves_with_path(d_vars["params"]))
-    _, state = D.apply(d_vars, x, y, train=False, mutable=[SPECTRAL])
+    def spectral_state(variables, train):
+        return D.apply(variables, x, y, train=train, mutable=[SPECTRAL])[1]
+
+    spectral_state = jax.jit(spectral_state, static_argnums=1)
+    state = spectral_state(d_vars, False)
     jax.tree_util.tree_map(np.testing.assert_array_equal, state[SPECTRAL], d_vars[SPECTRAL])
     variables = d_vars
     for _ in range(30):
-        _, state = D.apply(variables, x, y, train=True, mutable=[SPECTRAL])
-        variables = {**variables, **state}
+        variables = {**variables, **spectral_state(variables, True)}
     kernel = np.asarray(variables["params"]["block1"]["conv1"]["conv"]["kernel"])
     sigma = float(variables[SPECTRAL]["block1"]["conv1"]["SpectralNorm_0"]["conv/kernel/sigma"])
     true_sigma = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]

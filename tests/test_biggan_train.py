@@ -21,10 +21,13 @@ from common.data import DatasetNotFoundError
 
 TINY = {"model.g_ch": 4, "model.d_ch": 4, "model.z_dim": 16, "model.shared_dim": 8,
         "train.batch_size": 16, "train.ema_start": 1,
+        "train.num_d_steps": 2,   # the paper's setting (the digits config runs 1)
         # A large Adam eps makes the first update linear in the gradient, so the comparison
         # measures gradient differences instead of sign flips of near-zero gradients.
         "train.adam_eps": 1.0}
 TOLERANCE = 1e-5   # parameters after sharded vs single-device steps (float32 reduction order)
+# Shared by the sharded-step and EMA tests, so the second finds its step in the compile cache.
+STEP_TEST = {"train.g_lr": 1e-2, "train.d_lr": 1e-2, "train.ema_decay": 0.5}
 
 
 def tiny_config(**overrides):
@@ -45,7 +48,7 @@ def run_steps(config, devices, batches):
 
 def test_sharded_step_equals_single_device_step():
     """Catches double-counted or missing gradient reductions and per-device BN."""
-    config = tiny_config(**{"train.g_lr": 1e-2, "train.d_lr": 1e-2})
+    config = tiny_config(**STEP_TEST)
     batches = [random_batch(config, 0), random_batch(config, 1)]
     one, one_metrics, initial = run_steps(config, jax.devices()[:1], batches)
     eight, eight_metrics, _ = run_steps(config, jax.devices(), batches)
@@ -57,7 +60,8 @@ def test_sharded_step_equals_single_device_step():
 
 
 def test_ema_follows_params_until_start_then_averages():
-    config = tiny_config(**{"train.ema_start": 1, "train.ema_decay": 0.5})
+    config = tiny_config(**STEP_TEST)
+    assert (config.train.ema_start, config.train.ema_decay) == (1, 0.5)
     batches = [random_batch(config, 0), random_batch(config, 1)]
     first, _, _ = run_steps(config, jax.devices()[:1], batches[:1])
     assert_trees_close(first.ema_params, first.g_params, 0)
