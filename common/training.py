@@ -11,6 +11,7 @@ saved so far, or stopping (e.g. at a training collapse).
 """
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from absl import app, flags, logging
 from clu import metric_writers, periodic_actions
 from ml_collections import config_flags
@@ -66,6 +68,26 @@ def train_main(default_config: str,
         train_and_evaluate(config.value, workdir.value)
 
     app.run(main)
+
+
+COMPILE_BARRIER_TIMEOUT_S = 1800
+
+
+def compile_on_every_process(step: Any, *args: Any) -> Any:
+    """``step.lower(*args).compile()`` (``step`` jitted), then wait until every process has
+    compiled it too; returns the compiled step.
+
+    With several processes the step's first cross-process collective must start on all of
+    them within 30 s (on CPU, gloo's connection set-up times out after that), but compile
+    times differ by more than that on a busy host. This barrier goes through the
+    coordination service instead, which waits up to ``COMPILE_BARRIER_TIMEOUT_S``.
+    """
+    start = time.perf_counter()
+    compiled = step.lower(*args).compile()
+    logging.info("Compiled the train step in %.1f s", time.perf_counter() - start)
+    ocp.multihost.get_barrier_sync_fn()(key="train_step_compiled",
+                                        timeout_ms=COMPILE_BARRIER_TIMEOUT_S * 1000)
+    return compiled
 
 
 def abstract_like(state: Any) -> Any:
@@ -135,6 +157,7 @@ def run_training(
     """Train from the latest checkpoint in ``workdir`` to ``config.train.steps``.
 
     init_state() -> the initial state (a pytree of global arrays with a scalar ``step``);
+    train_step: a ``jax.jit`` function, compiled before the first step (`compile_on_every_process`);
     batches_from(step) -> iterator of global batches starting with the one for ``step``;
     write_samples(state, step) writes a sample sheet (called every ``train.sample_every``);
     hooks run after each step's logging, in order. Returns the final state.
@@ -154,6 +177,10 @@ def run_training(
         writer.write_hparams(dict(config.to_dict()["train"]))
     progress = periodic_actions.ReportProgress(num_train_steps=train.steps, writer=writer,
                                                every_steps=train.log_every)
+    if first < train.steps:
+        first_batch = next(batches)
+        train_step = compile_on_every_process(train_step, state, first_batch)
+        batches = itertools.chain([first_batch], batches)
     step, last_log, last_log_step, halted = first, time.perf_counter(), first, False
     with PreemptionHandler() as preemption:
         while step < train.steps:

@@ -22,6 +22,7 @@ from common.config_util import load_config
 from common.training import abstract_like
 
 JOB_TIMEOUT_S = 600
+REPO = Path(__file__).resolve().parents[1]
 
 
 def config_with(spec: str, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
@@ -83,6 +84,14 @@ def assert_resume_is_exact(train_and_evaluate: Callable, create_train_state: Cal
     assert int(a.step) == int(b.step) == 4
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
     assert (root / "straight" / "samples" / "ema_00000004.png").exists()
+
+
+def worker_env() -> dict[str, str]:
+    """The environment for a test's worker script: this checkout importable, CPU only, and no
+    ``XLA_FLAGS`` (the worker sets its own device count)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    return env
 
 
 def free_port() -> int:

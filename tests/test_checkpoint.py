@@ -22,12 +22,12 @@ from common.preemption import PreemptionHandler
 
 sys.path.insert(0, str(Path(__file__).parent))
 from checkpoint_worker import abstract_state, initial_weights  # noqa: E402
+from helpers import REPO, worker_env  # noqa: E402
 
 # A failed orbax restore leaves coroutines behind that report a closed event loop when they are
 # collected, possibly during a later test.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
-REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).parent / "checkpoint_worker.py"
 CONFIG = {"model": {"ch": 96, "blocks": (1, 2)}, "train": {"steps": 10}}
 
@@ -183,12 +183,6 @@ def test_preemption_handler_single_process():
         os.kill(os.getpid(), signal.SIGTERM)
         assert preemption.should_stop(2) and preemption.received
     assert signal.getsignal(signal.SIGTERM) == previous
-
-
-def worker_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    return env
 
 
 def start_worker(workdir: Path, log: Path, *args: str) -> subprocess.Popen:
