@@ -1,15 +1,17 @@
 r"""Evaluate a diffusion run's EMA weights as training writes checkpoints.
 
   python -m diffusion.eval --workdir=<train workdir> [--sampler=ddim] [--steps=50] \
-      [--guidance=1,3] [--num_samples=1000] [--once]
+      [--guidance=1,3] [--num_samples=1000] [--once | --step=N]
 
-For every checkpoint (``common.checkpoint.follow_checkpoints``; ``--once``: the latest only)
+For every checkpoint (``common.checkpoint.follow_checkpoints``; ``--once``: the latest only;
+``--step``: that one only)
 and every guidance scale it draws ``--num_samples`` samples (labels cycling over the classes)
 with the chosen sampler and number of respaced steps. On the embedded digits data it reports
 the data-specific classifier's metrics (``common.digits_classifier``: FID/KID/precision/recall
-in its feature space against all real digits, and the class accuracy of the samples); other
-datasets are not scored here yet. With ``config.eval.bpd_examples`` > 0 it adds the NLL in
-bits/dim (full T-step bound, DDPM Eq. 5) of that many examples of ``config.eval.bpd_split``.
+in its feature space against all real digits at the model's resolution, and the class accuracy
+of the samples); other datasets are not scored here yet. With ``config.eval.bpd_examples`` > 0
+it adds the NLL in bits/dim (full T-step bound, DDPM Eq. 5) of that many examples of
+``config.eval.bpd_split``.
 Results go to ``<workdir>/eval/step_<N>.json`` and TensorBoard scalars in ``<workdir>/eval``.
 """
 
@@ -51,11 +53,14 @@ def sample_batches(config: ml_collections.ConfigDict, params: Any, num_samples: 
         yield {"image": np.asarray(run(params, key, labels)), "label": labels}
 
 
-def digits_scores(batches: Iterator[dict[str, np.ndarray]], num_samples: int
+def digits_scores(batches: Iterator[dict[str, np.ndarray]], num_samples: int, resolution: int
                   ) -> dict[str, float]:
-    """Data-specific FID/KID/precision/recall against all real digits and class accuracy."""
+    """Data-specific FID/KID/precision/recall against all real digits and class accuracy.
+
+    The real digits come from the data pipeline at the samples' ``resolution``, so both sides
+    reach the classifier through the same resize."""
     extractor = digits_classifier.load_or_train()
-    real_images, _ = digits_classifier.load_digits_images()
+    real_images, _ = digits_classifier.load_digits_images(resolution)
     real = extract_features(extractor, [real_images])
     fake = extract_features(extractor, batches, num_samples)
     mu, sigma = metrics.gaussian_statistics(real.features)
@@ -99,7 +104,7 @@ def evaluate(config: ml_collections.ConfigDict, params: Any, *, sampler: str, st
             break
         batches = sample_batches(config, params, num_samples, sampler=sampler, steps=steps,
                                  guidance=g)
-        for k, v in digits_scores(batches, num_samples).items():
+        for k, v in digits_scores(batches, num_samples, config.data.resolution).items():
             results[f"digits_{k}/guidance_{g:g}"] = v
     if config.eval.bpd_examples:
         results["bits_per_dim"] = heldout_bits_per_dim(config, params)
@@ -137,7 +142,9 @@ def main(argv: list[str]) -> None:
     out_dir = epath.Path(workdir) / "eval"
     writer = metric_writers.create_default_writer(str(out_dir),
                                                   just_logging=jax.process_index() > 0)
-    if f.once:
+    if f.step is not None:
+        steps_to_do = [f.step]
+    elif f.once:
         steps_to_do = checkpoint.complete_steps(workdir)[-1:]
     else:
         steps_to_do = checkpoint.follow_checkpoints(workdir, poll_seconds=f.poll_seconds,
@@ -164,6 +171,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("num_samples", None, "Samples (default config.eval.num_samples).")
     flags.DEFINE_integer("batch_size", None, "Default config.eval.batch_size.")
     flags.DEFINE_bool("once", False, "Evaluate the latest checkpoint only, then exit.")
+    flags.DEFINE_integer("step", None, "Evaluate this checkpoint only, then exit.")
     flags.DEFINE_float("poll_seconds", 60.0, "Seconds between looks for new checkpoints.")
     flags.DEFINE_float("timeout_seconds", 3600.0, "Stop after this long without one.")
     app.run(main)

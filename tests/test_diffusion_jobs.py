@@ -23,14 +23,15 @@ from diffusion import eval as diffusion_eval
 from diffusion import train
 
 JOB_TIMEOUT_S = 600
-RUN = {"model.ch": 32, "model.ch_mult": (1,), "model.num_res_blocks": 1,
+RES = 16
+RUN = {"data.resolution": RES, "model.ch": 32, "model.ch_mult": (1,), "model.num_res_blocks": 1,
        "model.attn_resolutions": (), "model.dropout": 0.0, "diffusion.num_steps": 20,
        "train.batch_size": 16, "train.steps": 4, "train.warmup": 0, "train.ema_start": 1,
        "train.log_every": 2, "train.checkpoint_every": 2, "train.sample_every": 4,
        "eval.num_samples": 20, "eval.batch_size": 10, "eval.sample_steps": 2,
        "eval.bpd_examples": 10,
        "eval.bpd_split": "train"}   # 'heldout' would need data.train_fraction < 1
-"""A 32x32 one-level U-Net on the digits, checkpoints at steps 2 and 4."""
+"""A 16x16 one-level U-Net on the digits, checkpoints at steps 2 and 4."""
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_sample_writes_npz_and_sheet_of_the_requested_classes(workdir, tmp_path)
                 f"--out={tmp_path / 'samples.npz'}")
     saved = np.load(tmp_path / "samples.npz")
     images, labels = saved["images"], saved["labels"]
-    assert images.shape == (6, 32, 32, 3) and images.dtype == np.float32
+    assert images.shape == (6, RES, RES, 3) and images.dtype == np.float32
     assert labels.tolist() == [1, 1, 1, 7, 7, 7]
     assert np.all(np.isfinite(images)) and np.abs(images).max() <= 1.0
     assert images.std() > 0.01
@@ -64,7 +65,7 @@ def test_sample_writes_npz_and_sheet_of_the_requested_classes(workdir, tmp_path)
                 f"--out={tmp_path / 'sheet.png'}")
     sheet = np.asarray(Image.open(tmp_path / "sheet.png"))
     expected = image_grid(images, columns=3)    # same seed: the npz's images, 2 rows of 3
-    assert sheet.shape == expected.shape == (2 * 34 + 2, 3 * 34 + 2, 3)
+    assert sheet.shape == expected.shape == (2 * (RES + 2) + 2, 3 * (RES + 2) + 2, 3)
     np.testing.assert_allclose(sheet.astype(int), expected.astype(int), atol=1)
 
 
@@ -91,6 +92,9 @@ def test_eval_follows_checkpoints_and_writes_json(workdir, tmp_path):
         # T = 20 model); a missing dequantization or decoder term can make it negative.
         assert np.isfinite(saved["bits_per_dim"]) and saved["bits_per_dim"] > 1.0
     assert list((workdir / "eval").glob("events.out.tfevents.*"))
+    out = run_command("diffusion.eval", f"--workdir={workdir}", "--step=2", "--guidance=1",
+                      env=env)
+    assert [json.loads(line)["step"] for line in out.splitlines() if line.startswith("{")] == [2]
 
 
 def test_unreadable_bpd_split_fails_before_sampling():
