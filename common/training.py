@@ -177,12 +177,12 @@ def run_training(
         writer.write_hparams(dict(config.to_dict()["train"]))
     progress = periodic_actions.ReportProgress(num_train_steps=train.steps, writer=writer,
                                                every_steps=train.log_every)
-    if first < train.steps:
-        first_batch = next(batches)
-        train_step = compile_on_every_process(train_step, state, first_batch)
-        batches = itertools.chain([first_batch], batches)
-    step, last_log, last_log_step, halted = first, time.perf_counter(), first, False
-    with PreemptionHandler() as preemption:
+    with PreemptionHandler() as preemption:   # SIGTERM while compiling: stop after 1 step
+        if first < train.steps:
+            first_batch = next(batches)
+            train_step = compile_on_every_process(train_step, state, first_batch)
+            batches = itertools.chain([first_batch], batches)
+        step, last_log, last_log_step, halted = first, time.perf_counter(), first, False
         while step < train.steps:
             state, metrics = train_step(state, next(batches))
             step += 1
