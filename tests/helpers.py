@@ -100,27 +100,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_two_processes(command: Callable[[int, int], list[str]]) -> list[str]:
+    """Runs ``command(process_id, coordinator_port)`` for process ids 0 and 1 at once (with
+    `worker_env`); asserts that both exit 0 and returns their stdouts."""
+    port = free_port()
+    procs = [subprocess.Popen(command(i, port), env=worker_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = []
+    for p in procs:
+        out, err = p.communicate(timeout=JOB_TIMEOUT_S)
+        assert p.returncode == 0, err[-3000:]
+        outputs.append(out)
+    return outputs
+
+
 def train_one_and_two_processes(main_module: str, config_file: str,
                                 overrides: Mapping[str, Any], root: Path) -> tuple[Path, Path]:
     """Runs ``python -m <main_module> --config=<config_file> --config.<key>=<value>...`` as one
     process with 8 CPU devices in ``root/one``, then as two processes with 4 each in
     ``root/two``; asserts that every process exits 0 and returns the two workdirs."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-
     def command(workdir: Path, *flags: str) -> list[str]:
         return [sys.executable, "-m", main_module, f"--config={config_file}",
                 f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in overrides.items()),
                 *flags]
 
-    single = subprocess.run(command(root / "one", "--cpu_devices=8"), env=env,
+    single = subprocess.run(command(root / "one", "--cpu_devices=8"), env=worker_env(),
                             capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
     assert single.returncode == 0, single.stderr[-3000:]
-    port = free_port()
-    procs = [subprocess.Popen(
-        command(root / "two", "--cpu_devices=4", f"--coordinator_address=127.0.0.1:{port}",
-                "--num_processes=2", f"--process_id={i}"),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=JOB_TIMEOUT_S)
-        assert p.returncode == 0, err[-3000:]
+    run_two_processes(lambda i, port: command(
+        root / "two", "--cpu_devices=4", f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2", f"--process_id={i}"))
     return root / "one", root / "two"
