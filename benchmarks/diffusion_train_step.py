@@ -1,7 +1,7 @@
 r"""Training-step speed of the DDPM and iDDPM CIFAR-10 U-Nets: forward, backward, Adam; fp32.
 
   python benchmarks/diffusion_train_step.py [--batch=8] [--repeats=5] [--models=ddpm,iddpm]
-      [--no-torch] [--rng_impl=threefry2x32]
+      [--notorch] [--rng_impl=threefry2x32]
 
 ddpm:  DDPM CIFAR-10 U-Net (35.7M), L_simple, linear schedule T=1000, dropout 0.1.
 iddpm: iDDPM CIFAR-10 U-Net (52.5M), L_hybrid with the learned variance, cosine T=4000,

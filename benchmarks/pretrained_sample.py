@@ -1,6 +1,6 @@
 r"""Sampling speed of the released BigGAN-deep 128 G (random weights; no download), fp32.
 
-  python benchmarks/pretrained_sample.py [--batch=8] [--repeats=10] [--no-torch]
+  python benchmarks/pretrained_sample.py [--batch=8] [--repeats=10] [--notorch]
 
 Times our compiled G (`biggan.pretrained.PretrainedGenerator`: BN statistics read from the
 per-truncation tables, weights on the device) on one batch, and, when torch and
