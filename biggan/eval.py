@@ -226,11 +226,9 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, eval_dir: str | No
     if untrained:
         state = create_train_state(config, mesh)
         evaluate_and_write(state.ema_params, state.g_state, 0)
-    elif step is not None:
-        evaluate_and_write(*restore_generator(config, workdir, step, mesh), step)
     else:
-        for at in checkpoint.follow_checkpoints(workdir, poll_seconds=poll_seconds,
-                                                timeout_seconds=timeout_seconds):
+        for at in checkpoint.steps_to_evaluate(workdir, step=step, poll_seconds=poll_seconds,
+                                               timeout_seconds=timeout_seconds):
             evaluate_and_write(*restore_generator(config, workdir, at, mesh), at)
     writer.close()
     return results

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -417,3 +417,21 @@ def follow_checkpoints(
         if remaining <= 0:
             return
         time.sleep(min(poll_seconds, remaining))
+
+
+def steps_to_evaluate(
+    workdir: epath.PathLike,
+    *,
+    step: int | None = None,
+    latest_only: bool = False,
+    poll_seconds: float = 60.0,
+    timeout_seconds: float = 3600.0,
+) -> Iterable[int]:
+    """The checkpoint steps an eval job evaluates: `step` alone when given, else the latest
+    complete one when `latest_only`, else each one as training writes it (`follow_checkpoints`).
+    """
+    if step is not None:
+        return [step]
+    if latest_only:
+        return complete_steps(workdir)[-1:]
+    return follow_checkpoints(workdir, poll_seconds=poll_seconds, timeout_seconds=timeout_seconds)

@@ -142,14 +142,9 @@ def main(argv: list[str]) -> None:
     out_dir = epath.Path(workdir) / "eval"
     writer = metric_writers.create_default_writer(str(out_dir),
                                                   just_logging=jax.process_index() > 0)
-    if f.step is not None:
-        steps_to_do = [f.step]
-    elif f.once:
-        steps_to_do = checkpoint.complete_steps(workdir)[-1:]
-    else:
-        steps_to_do = checkpoint.follow_checkpoints(workdir, poll_seconds=f.poll_seconds,
-                                                    timeout_seconds=f.timeout_seconds)
-    for step in steps_to_do:
+    for step in checkpoint.steps_to_evaluate(workdir, step=f.step, latest_only=f.once,
+                                             poll_seconds=f.poll_seconds,
+                                             timeout_seconds=f.timeout_seconds):
         params = restore_ema_params(config, workdir, step)
         results = evaluate(config, params, sampler=sampler, steps=steps, guidances=guidances,
                            num_samples=num_samples)

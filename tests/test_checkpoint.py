@@ -176,6 +176,17 @@ def test_follow_checkpoints_times_out_without_new_steps(tmp_path):
     assert 0.3 <= time.monotonic() - start < 5
 
 
+def test_steps_to_evaluate_one_step_the_latest_or_each_as_written(tmp_path, mesh):
+    with Checkpointer(tmp_path) as ckpt:
+        for step in (10, 20):
+            ckpt.save(step, make_state(step, mesh))
+        ckpt.wait_until_finished()
+    assert list(checkpoint.steps_to_evaluate(tmp_path, step=10, latest_only=True)) == [10]
+    assert list(checkpoint.steps_to_evaluate(tmp_path, latest_only=True)) == [20]
+    checkpoint.mark_training_finished(tmp_path)
+    assert list(checkpoint.steps_to_evaluate(tmp_path, timeout_seconds=30)) == [10, 20]
+
+
 def test_preemption_handler_single_process():
     previous = signal.getsignal(signal.SIGTERM)
     with PreemptionHandler() as preemption:
