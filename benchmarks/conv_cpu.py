@@ -1,4 +1,4 @@
-r"""Time XLA's 3x3 / 1x1 'same' conv and its gradients against `common.conv`'s CPU versions.
+r"""Time XLA's 3x3 / 1x1 'same' conv and its gradients against `gencore.conv`'s CPU versions.
 
   python benchmarks/conv_cpu.py [--shapes=100x32x32x256,50x16x16x256] [--repeats=5]
 
@@ -14,7 +14,7 @@ import time
 import jax
 from absl import app, flags
 
-from common import conv
+from gencore import conv
 
 _SHAPES = flags.DEFINE_list(
     "shapes", ["100x32x32x256", "100x16x16x256", "100x8x8x256", "50x32x32x256", "50x16x16x256",
@@ -44,7 +44,7 @@ def grad_w(f):
 
 
 def implementations(kernel: int) -> dict:
-    """name -> fn(x, w, dy): XLA's forward and gradients, and `common.conv`'s."""
+    """name -> fn(x, w, dy): XLA's forward and gradients, and `gencore.conv`'s."""
     ours = conv.conv1x1 if kernel == 1 else conv.conv3x3_cpu
     return {"fwd_xla": lambda x, w, dy: conv.conv_xla(x, w),
             "fwd_ours": lambda x, w, dy: ours(x, w),

@@ -23,7 +23,7 @@ from diffusion_sample import compile_and_time, define_flags, time_samplers
 
 from biggan import models
 from biggan.standing_stats import make_sampler
-from common.config_util import load_config
+from gencore.config_util import load_config
 
 GENERATORS = {"biggan_digits": "configs/biggan/digits.py",
               "biggan_cifar10_row8": "configs/biggan/cifar10.py:row8"}

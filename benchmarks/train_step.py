@@ -22,7 +22,7 @@ from jax.sharding import NamedSharding
 from ml_collections import config_flags
 
 from biggan import train_step
-from common import sharding
+from gencore import sharding
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/biggan/digits.py", "Config.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps after a warm-up step.")

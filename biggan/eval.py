@@ -3,7 +3,7 @@ r"""The BigGAN eval job: follows a train job's checkpoints and scores the EMA ge
     python -m biggan.eval --config=configs/biggan/digits.py --workdir=/tmp/run [--step=N]
         [--eval_dir=DIR] [--untrained]
 
-For each complete checkpoint (``common.checkpoint.follow_checkpoints``, read-only, never a
+For each complete checkpoint (``gencore.checkpoint.follow_checkpoints``, read-only, never a
 half-written one; ``--step`` evaluates that one and exits) and each threshold of
 ``config.eval.truncations``: standing statistics of the EMA weights at that truncation
 (Appendix C.1, ``biggan.standing_stats``), then ``config.eval.num_samples`` samples (classes
@@ -32,14 +32,16 @@ import matplotlib
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
-from clu import metric_writers
 from etils import epath
 from ml_collections import config_flags
 
 from biggan import latents, standing_stats
 from biggan.train_step import TrainState, create_train_state
-from common import checkpoint, feature_extractors, metrics, reference_stats, sharding
-from common.inception import InceptionWeightsNotFoundError
+from gencore import checkpoint, feature_extractors, metrics, reference_stats, sharding
+from gencore.console import say, setup_job_logging
+from gencore.inception import InceptionWeightsNotFoundError
+from gencore.metric_writer import MetricWriter
+from gencore.training import define_process_flags
 
 matplotlib.use("Agg")
 
@@ -136,13 +138,20 @@ def evaluate(config: ml_collections.ConfigDict, params: Any, g_state: Any, step:
             batches = generate_batches(config, sample, params, state, truncation, sample_key,
                                        mesh)
             entry[extractor.name] = score(extractor, reference, batches, ev.num_samples)
-        logging.info("step %d truncation %s: %s", step, truncation, entry)
+        say(f"step {step} truncation {truncation}: " + ", ".join(
+            f"{space}: {summary_of(values)}" for space, values in entry.items()
+            if isinstance(values, dict)))
         entries.append(entry)
     described = {e.name: {"data_specific": e.data_specific, "reference": r.describe()}
                  for e, r in zip(spaces, references, strict=True)}
     return {"step": step, "num_samples": ev.num_samples,
             "standing_stats_passes": ev.standing_stats_passes, "latent": config.train.latent,
             "feature_spaces": described, "truncations": entries}
+
+
+def summary_of(values: dict[str, Any]) -> str:
+    """'fid 41.2, precision 0.91, ...': the scalar figures of one feature space, rounded."""
+    return ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, int | float))
 
 
 def scalars(result: dict[str, Any]) -> dict[str, float]:
@@ -214,7 +223,7 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, eval_dir: str | No
     references = [reference_stats.load_or_compute_reference_stats(
         config.data, e, config.eval.reference_split) for e in spaces]
     out = epath.Path(eval_dir) if eval_dir else epath.Path(workdir) / "eval"
-    writer = metric_writers.create_default_writer(str(out), just_logging=jax.process_index() > 0)
+    writer = MetricWriter(str(out), enabled=jax.process_index() == 0)
     results = []
 
     def evaluate_and_write(params: Any, g_state: Any, at: int) -> None:
@@ -237,6 +246,8 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, eval_dir: str | No
 def main(argv: list[str]) -> None:
     del argv
     flag = flags.FLAGS
+    setup_process()
+    setup_job_logging(flag.workdir, "eval")
     run_eval(flag.config, flag.workdir, flag.eval_dir, flag.step, flag.untrained,
              flag.poll_seconds, flag.timeout_seconds)
 
@@ -250,4 +261,5 @@ if __name__ == "__main__":
     flags.DEFINE_float("poll_seconds", 60.0, "Seconds between checks for new checkpoints.")
     flags.DEFINE_float("timeout_seconds", 3600.0, "Stop after this long without a checkpoint.")
     flags.mark_flags_as_required(["config", "workdir"])
+    setup_process = define_process_flags()
     app.run(main)

@@ -8,7 +8,7 @@ Restarting with the same workdir resumes from its latest checkpoint.
 """
 
 from biggan import train
-from common.training import train_main
+from gencore.training import train_main
 
 if __name__ == "__main__":
     train_main("configs/biggan/digits.py", train.train_and_evaluate)

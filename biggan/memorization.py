@@ -29,8 +29,8 @@ from biggan import latents, models
 from biggan.eval import restore_train_state
 from biggan.layers import SPECTRAL
 from biggan.train_step import BATCH_STATS, TrainState
-from common import checkpoint, sharding
-from common.data import HELDOUT_SPLIT, create_input_pipeline
+from gencore import checkpoint, sharding
+from gencore.data import HELDOUT_SPLIT, create_input_pipeline
 
 
 def default_heldout_split(data: ml_collections.ConfigDict) -> str:

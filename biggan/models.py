@@ -71,7 +71,7 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
 def build_generator(cfg: ml_collections.ConfigDict, *, axis_name: str | None = None
                     ) -> nn.Module:
     """G for ``config.model``. ``axis_name``: the mesh axis whose devices share BatchNorm
-    statistics (``common.sharding.BN_AXIS`` inside shard_map; None on one device)."""
+    statistics (``gencore.sharding.BN_AXIS`` inside shard_map; None on one device)."""
     validate_model_config(cfg)
     bn = BatchNormSettings(cfg.bn_eps, cfg.bn_momentum, axis_name)
     common = dict(resolution=cfg.resolution, ch=cfg.g_ch, z_dim=cfg.z_dim,

@@ -16,7 +16,7 @@ import matplotlib
 from absl import app, flags
 from etils import epath
 
-from common.stability import COLLAPSE_FILE, read_spectra
+from gencore.stability import COLLAPSE_FILE, read_spectra
 
 matplotlib.use("Agg")
 

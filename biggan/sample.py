@@ -37,8 +37,8 @@ from ml_collections import config_flags
 from biggan import pretrained, standing_stats
 from biggan.eval import restore_generator
 from biggan.latents import draw_z
-from common import checkpoint, sharding
-from common.images import save_image_grid
+from gencore import checkpoint, sharding
+from gencore.images import save_image_grid
 
 Sampler = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(z [B, z_dim], labels [B]) -> images [B, R, R, 3] in [-1, 1]."""

@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from biggan import models
 from biggan.latents import sample_latents
 from biggan.layers import SPECTRAL
-from common.sharding import BATCH_SPEC, BN_AXIS, check_batch_divisible, make_mesh
+from gencore.sharding import BATCH_SPEC, BN_AXIS, check_batch_divisible, make_mesh
 
 BATCH_STATS = "batch_stats"
 Sampler = Callable[[Any, Any, jax.Array, jax.Array], jax.Array]

@@ -13,7 +13,7 @@ import pathlib
 import ml_collections
 
 from biggan import models
-from common.config_util import summary_main
+from gencore.config_util import summary_main
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "biggan"
 

@@ -5,7 +5,6 @@ from collections.abc import Callable, Iterator
 import jax
 import ml_collections
 import numpy as np
-from etils import epath
 from jax.sharding import Mesh, NamedSharding
 
 from biggan import models
@@ -18,12 +17,12 @@ from biggan.train_step import (
     make_train_step,
     validate_train_config,
 )
-from common import sharding
-from common.data import create_input_pipeline
-from common.images import save_image_grid
-from common.spectra import spectra
-from common.stability import stability_hooks
-from common.training import first_process_array, run_training
+from gencore import sharding
+from gencore.data import create_input_pipeline
+from gencore.sharding import first_process_array
+from gencore.spectra import spectra
+from gencore.stability import stability_hooks
+from gencore.training import SHEET_COLUMNS, run_training
 
 
 def update_batches(config: ml_collections.ConfigDict, mesh: Mesh, start_step: int
@@ -49,13 +48,13 @@ def update_batches(config: ml_collections.ConfigDict, mesh: Mesh, start_step: in
         yield batch
 
 
-def sample_sheet_writer(config: ml_collections.ConfigDict, workdir: str):
-    """Writes ``<workdir>/samples/ema_<step>.png``: EMA samples from fixed latents, one row per
-    class (up to 10 classes, 8 samples each). BN uses the sheet's own batch statistics; the
-    eval job's standing statistics give the calibrated samples."""
+def ema_sample_sheet(config: ml_collections.ConfigDict) -> Callable[[TrainState], np.ndarray]:
+    """state -> EMA samples [classes * 8, H, W, 3] in [-1, 1] from fixed latents, 8 per class
+    (up to 10 classes), for the training loop's sample sheet. BN uses the sheet's own batch
+    statistics; the eval job's standing statistics give the calibrated samples."""
     cfg = config.model
     classes = min(cfg.num_classes, 10)
-    per_class = 8
+    per_class = SHEET_COLUMNS
     z = jax.random.normal(jax.random.PRNGKey(config.train.seed + 1), (classes * per_class,
                                                                        cfg.z_dim))
     y = np.repeat(np.arange(classes, dtype=np.int32), per_class)
@@ -67,13 +66,7 @@ def sample_sheet_writer(config: ml_collections.ConfigDict, workdir: str):
                             mutable=[BATCH_STATS, SPECTRAL])
         return images
 
-    def write(state: TrainState, step: int) -> None:
-        images = first_process_array(generate(state.ema_params, state.g_state))
-        if jax.process_index() == 0:
-            save_image_grid(images, epath.Path(workdir) / "samples" / f"ema_{step:08d}.png",
-                            columns=per_class)
-
-    return write
+    return lambda state: first_process_array(generate(state.ema_params, state.g_state))
 
 
 def weight_spectra(config: ml_collections.ConfigDict
@@ -102,6 +95,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         train_step=train_step,
         batches_from=lambda step: update_batches(config, mesh, step),
         images_per_step=config.train.batch_size * config.train.num_d_steps,
-        write_samples=sample_sheet_writer(config, workdir),
+        sample_sheet=ema_sample_sheet(config),
         hooks=stability_hooks(config.train, workdir, weight_spectra(config)),
     )

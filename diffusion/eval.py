@@ -3,11 +3,11 @@ r"""Evaluate a diffusion run's EMA weights as training writes checkpoints.
   python -m diffusion.eval --workdir=<train workdir> [--sampler=ddim] [--steps=50] \
       [--guidance=1,3] [--num_samples=1000] [--once | --step=N]
 
-For every checkpoint (``common.checkpoint.follow_checkpoints``; ``--once``: the latest only;
+For every checkpoint (``gencore.checkpoint.follow_checkpoints``; ``--once``: the latest only;
 ``--step``: that one only)
 and every guidance scale it draws ``--num_samples`` samples (labels cycling over the classes)
 with the chosen sampler and number of respaced steps. On the embedded digits data it reports
-the data-specific classifier's metrics (``common.digits_classifier``: FID/KID/precision/recall
+the data-specific classifier's metrics (``gencore.digits_classifier``: FID/KID/precision/recall
 in its feature space against all real digits at the model's resolution, and the class accuracy
 of the samples); other datasets are not scored here yet. With ``config.eval.bpd_examples`` > 0
 it adds the NLL in bits/dim (full T-step bound, DDPM Eq. 5) of that many examples of
@@ -23,18 +23,19 @@ import jax
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
-from clu import metric_writers
 from etils import epath
 from ml_collections import config_flags
 
-from common import checkpoint, digits_classifier, metrics
-from common.data import create_input_pipeline
-from common.feature_extractors import extract_features
-from common.training import setup_process
 from diffusion import model as dmodel
 from diffusion.likelihood import bits_per_dim
 from diffusion.sampling import METHODS
 from diffusion.train import restore_ema_params, run_config
+from gencore import checkpoint, digits_classifier, metrics
+from gencore.console import say, setup_job_logging
+from gencore.data import create_input_pipeline
+from gencore.feature_extractors import extract_features
+from gencore.metric_writer import MetricWriter
+from gencore.training import define_process_flags
 
 
 def sample_batches(config: ml_collections.ConfigDict, params: Any, num_samples: int, *,
@@ -132,6 +133,7 @@ def main(argv: list[str]) -> None:
     f = flags.FLAGS
     setup_process()
     workdir = f.workdir
+    setup_job_logging(workdir, "eval")
     config = run_config(workdir, None, f.config)
     ev = config.eval
     sampler, steps = f.sampler or ev.sampler, f.steps or ev.sample_steps
@@ -140,8 +142,7 @@ def main(argv: list[str]) -> None:
     ev.batch_size = f.batch_size or ev.batch_size
     check_bpd_split(config)
     out_dir = epath.Path(workdir) / "eval"
-    writer = metric_writers.create_default_writer(str(out_dir),
-                                                  just_logging=jax.process_index() > 0)
+    writer = MetricWriter(str(out_dir), enabled=jax.process_index() == 0)
     for step in checkpoint.steps_to_evaluate(workdir, step=f.step, latest_only=f.once,
                                              poll_seconds=f.poll_seconds,
                                              timeout_seconds=f.timeout_seconds):
@@ -153,8 +154,8 @@ def main(argv: list[str]) -> None:
             out_dir.mkdir(parents=True, exist_ok=True)
             record = dict(step=step, sampler=sampler, sample_steps=steps, **results)
             (out_dir / f"step_{step:08d}.json").write_text(json.dumps(record, indent=1))
-            print(json.dumps(record))
-    writer.flush()
+            say(json.dumps(record))
+    writer.close()
 
 
 if __name__ == "__main__":
@@ -169,4 +170,5 @@ if __name__ == "__main__":
     flags.DEFINE_integer("step", None, "Evaluate this checkpoint only, then exit.")
     flags.DEFINE_float("poll_seconds", 60.0, "Seconds between looks for new checkpoints.")
     flags.DEFINE_float("timeout_seconds", 3600.0, "Stop after this long without one.")
+    setup_process = define_process_flags()
     app.run(main)

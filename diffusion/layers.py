@@ -11,7 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from common.conv import conv_same
+from gencore.conv import conv_same
 
 #: DDPM's default initialiser (TF variance_scaling(1, fan_avg, uniform)).
 default_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
@@ -37,7 +37,7 @@ class Conv3x3(nn.Module):
     """3x3 'same' convolution with bias (params 'kernel' [3, 3, Cin, Cout], 'bias').
 
     `zero` initialises the kernel to zero (last layer of a residual branch). Computed by
-    `common.conv.conv_same`: fast paths when lowered for the CPU, XLA's convolution elsewhere.
+    `gencore.conv.conv_same`: fast paths when lowered for the CPU, XLA's convolution elsewhere.
     """
 
     features: int

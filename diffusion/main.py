@@ -7,8 +7,8 @@ r"""Train a diffusion model.
 Restarting with the same workdir resumes from its latest checkpoint.
 """
 
-from common.training import train_main
 from diffusion import train
+from gencore.training import train_main
 
 if __name__ == "__main__":
     train_main("configs/diffusion/digits.py", train.train_and_evaluate)

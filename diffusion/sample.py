@@ -15,10 +15,10 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from common.images import save_image_grid
 from diffusion import model as dmodel
 from diffusion.sampling import METHODS
 from diffusion.train import restore_ema_params, run_config
+from gencore.images import save_image_grid
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")

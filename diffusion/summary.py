@@ -8,8 +8,8 @@ import pathlib
 
 import ml_collections
 
-from common.config_util import summary_main
 from diffusion.model import parameter_count
+from gencore.config_util import summary_main
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "diffusion"
 

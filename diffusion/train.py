@@ -22,14 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from etils import epath
 from jax.sharding import Mesh, PartitionSpec
 
-from common import checkpoint, sharding
-from common.data import create_input_pipeline
-from common.images import save_image_grid
-from common.sharding import BATCH_SPEC, DATA_AXES, replicated
-from common.training import first_process_array, run_training
 from diffusion import model as dmodel
 from diffusion.guidance import drop_labels
 from diffusion.losses import (
@@ -39,6 +33,10 @@ from diffusion.losses import (
     training_losses,
     update_loss_history,
 )
+from gencore import checkpoint, sharding
+from gencore.data import create_input_pipeline
+from gencore.sharding import BATCH_SPEC, DATA_AXES, first_process_array, replicated
+from gencore.training import SHEET_COLUMNS, run_training
 
 
 @flax.struct.dataclass
@@ -180,11 +178,11 @@ def sheet_labels(config: ml_collections.ConfigDict, per_class: int = 8) -> np.nd
     return np.repeat(np.arange(min(config.model.num_classes, 10), dtype=np.int32), per_class)
 
 
-def sample_sheet_writer(config: ml_collections.ConfigDict, workdir: str
-                        ) -> Callable[[TrainState, int], None]:
-    """Writes ``<workdir>/samples/ema_<step>.png``: EMA samples with the eval sampler
-    (``config.eval.sampler``, ``sample_steps``, ``guidance``) from a fixed key."""
-    per_class = 8
+def ema_sample_sheet(config: ml_collections.ConfigDict) -> Callable[[TrainState], np.ndarray]:
+    """state -> EMA samples [N, H, W, C] in [-1, 1] with the eval sampler
+    (``config.eval.sampler``, ``sample_steps``, ``guidance``) from a fixed key, 8 per class
+    (up to 10 classes; 64 if unconditional), for the training loop's sample sheet."""
+    per_class = SHEET_COLUMNS
     labels = sheet_labels(config, per_class)
     num = per_class * 8 if labels is None else len(labels)
     key = jax.random.PRNGKey(config.train.seed + 1)
@@ -195,13 +193,7 @@ def sample_sheet_writer(config: ml_collections.ConfigDict, workdir: str
         return dmodel.generate(config, ema_params, key, num, labels, method=ev.sampler,
                                steps=ev.sample_steps, guidance=ev.guidance)
 
-    def write(state: TrainState, step: int) -> None:
-        images = first_process_array(run(state.ema_params))
-        if jax.process_index() == 0:
-            save_image_grid(images, epath.Path(workdir) / "samples" / f"ema_{step:08d}.png",
-                            columns=per_class)
-
-    return write
+    return lambda state: first_process_array(run(state.ema_params))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -214,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         train_step=train_step,
         batches_from=lambda step: train_batches(config, mesh, step),
         images_per_step=config.train.batch_size,
-        write_samples=sample_sheet_writer(config, workdir),
+        sample_sheet=ema_sample_sheet(config),
     )
 
 

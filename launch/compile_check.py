@@ -140,7 +140,7 @@ def abstract_programs(config: ml_collections.ConfigDict, mesh: Any, eval_batch: 
     import jax.numpy as jnp
     from jax.sharding import NamedSharding
 
-    from common.sharding import batch_sharded, replicated
+    from gencore.sharding import batch_sharded, replicated
     rep, split = replicated(mesh), batch_sharded(mesh)
     train, res = config.train, config.model.resolution
     z_eval = jax.ShapeDtypeStruct((eval_batch,), jnp.int32, sharding=split)
@@ -213,7 +213,7 @@ def check(config: ml_collections.ConfigDict, topology: Topology, *, search: int 
           ) -> dict[str, Any]:
     """All figures for ``config`` on ``topology``; when the train step does not fit, compiles
     up to ``search`` smaller batches (halving the per-core micro-batch) to find one that does."""
-    from common.sharding import make_mesh
+    from gencore.sharding import make_mesh
     devices = tpu_devices(topology)
     n = len(devices)
     mesh = make_mesh(devices=devices, bn_group_size=config.model.get("bn_group_size", 0))

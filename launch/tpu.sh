@@ -20,7 +20,7 @@ Commands
   create    Create the TPU VM (or, with --queued, a queued resource). With --eval: the eval VM.
   setup     Copy this checkout (git-tracked and untracked, non-ignored files) to every worker
             with `tpu-vm scp --worker=all`, or clone --git-url there, then
-            `pip install -e '.[tpu]'` on every worker (installs jax[tpu]).
+            `pip install -e '.[tpu,tfds]'` on every worker (jax[tpu], TensorFlow, tfds).
   train     Start `python3 -m <model>.main --config=C --workdir=W --multihost [job args]` on all
             workers at once (--worker=all), in the background with nohup; the log goes to
             ~/train.log on each worker. Starting it again with the same --workdir (e.g. on a new
@@ -171,7 +171,7 @@ software_version() {
 config_values() {
   (cd "$REPO" && PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" python3 - "$CONFIG" 2>/dev/null) <<'PY'
 import sys
-from common.config_util import load_config
+from gencore.config_util import load_config
 config = load_config(sys.argv[1])
 print(config.data.resolution, config.train.batch_size)
 PY
@@ -256,7 +256,7 @@ cmd_create() {
 }
 
 cmd_setup() {
-  local install="cd $REMOTE_DIR && python3 -m pip install -e '.[tpu]'"
+  local install="cd $REMOTE_DIR && python3 -m pip install -e '.[tpu,tfds]'"
   if [[ -n "$GIT_URL" ]]; then
     local clone
     clone="rm -rf $REMOTE_DIR && git clone $(printf %q "$GIT_URL") $REMOTE_DIR"

@@ -56,8 +56,8 @@ def main() -> None:
         jax.distributed.initialize(
             f"127.0.0.1:{args.port}", num_processes=args.num_processes, process_id=args.process_id
         )
-    from common.checkpoint import Checkpointer, mark_training_finished
-    from common.preemption import PreemptionHandler
+    from gencore.checkpoint import Checkpointer, mark_training_finished
+    from gencore.preemption import PreemptionHandler
 
     shape = (args.rows, SHAPE[1])
     mesh = jax.make_mesh((jax.device_count(),), ("data",))

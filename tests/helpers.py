@@ -16,10 +16,10 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from common import sharding
-from common.checkpoint import Checkpointer
-from common.config_util import load_config
-from common.training import abstract_like
+from gencore import sharding
+from gencore.checkpoint import Checkpointer
+from gencore.config_util import load_config
+from gencore.training import abstract_like
 
 JOB_TIMEOUT_S = 600
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""A toy job for `common.training.run_training` in one of two processes, one arriving late.
+"""A toy job for `gencore.training.run_training` in one of two processes, one arriving late.
 
 Each step adds the mean of a batch sharded over every device of both processes to a replicated
 scalar, so the first step's collective spans the processes. Process 1 spends ``--delay``
@@ -33,7 +33,7 @@ def main() -> None:
     jax.config.update("jax_num_cpu_devices", 2)
     jax.distributed.initialize(f"127.0.0.1:{args.port}", num_processes=2,
                                process_id=args.process_id)
-    from common.training import run_training
+    from gencore.training import run_training
 
     mesh = jax.make_mesh((jax.device_count(),), ("data",))
     replicated = NamedSharding(mesh, PartitionSpec())

@@ -12,8 +12,8 @@ from jax.sharding import PartitionSpec as P
 
 from biggan import models
 from biggan.layers import SPECTRAL, BatchNormSettings, ConditionalBatchNorm, SelfAttention
-from common import sharding
-from common.config_util import config_variants, load_config
+from gencore import sharding
+from gencore.config_util import config_variants, load_config
 
 CONFIGS = "configs/biggan"
 

@@ -16,8 +16,8 @@ from helpers import (
 from helpers import run_steps as run_steps_of
 
 from biggan import losses, train, train_step
-from common import sharding
-from common.data import DatasetNotFoundError
+from gencore import sharding
+from gencore.data import DatasetNotFoundError
 
 TINY = {"model.g_ch": 4, "model.d_ch": 4, "model.z_dim": 16, "model.shared_dim": 8,
         "train.batch_size": 16, "train.ema_start": 1,

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from common import checkpoint
-from common.checkpoint import Checkpointer, IncompatibleCheckpointError
-from common.preemption import PreemptionHandler
+from gencore import checkpoint
+from gencore.checkpoint import Checkpointer, IncompatibleCheckpointError
+from gencore.preemption import PreemptionHandler
 
 sys.path.insert(0, str(Path(__file__).parent))
 from checkpoint_worker import abstract_state, initial_weights  # noqa: E402

@@ -1,4 +1,4 @@
-"""common.conv: the CPU convolutions equal lax.conv_general_dilated (values and gradients), and
+"""gencore.conv: the CPU convolutions equal lax.conv_general_dilated (values and gradients), and
 programs lowered for other platforms keep XLA's convolution."""
 
 import flax.linen as nn
@@ -9,7 +9,7 @@ import pytest
 from jax import lax
 
 from biggan.layers import SameConv, orthogonal_init
-from common.conv import conv_same
+from gencore.conv import conv_same
 
 RTOL = 2e-5
 """Largest |ours - XLA| allowed, relative to the largest |XLA| entry (float32 rounding)."""

@@ -9,10 +9,10 @@ from jax.sharding import NamedSharding
 from test_biggan_train import random_batch, tiny_config
 
 from biggan import diffaugment, train_step
-from common import sharding
-from common.checkpoint import Checkpointer
-from common.config_util import config_variants, load_config
-from common.training import abstract_like
+from gencore import sharding
+from gencore.checkpoint import Checkpointer
+from gencore.config_util import config_variants, load_config
+from gencore.training import abstract_like
 
 POLICY = "color,translation,cutout"
 

@@ -17,10 +17,10 @@ import pytest
 from helpers import config_with
 from PIL import Image
 
-from common import digits_classifier
-from common.images import image_grid
 from diffusion import eval as diffusion_eval
 from diffusion import train
+from gencore import digits_classifier
+from gencore.images import image_grid
 
 JOB_TIMEOUT_S = 600
 RES = 16

@@ -15,10 +15,10 @@ from helpers import (
 )
 from helpers import run_steps as run_steps_of
 
-from common import sharding
-from common.config_util import config_variants, load_config
 from diffusion import train
 from diffusion.model import parameter_count
+from gencore import sharding
+from gencore.config_util import config_variants, load_config
 
 TINY = {"model.ch": 32, "model.ch_mult": (1, 2), "model.attn_resolutions": (4,),
         "model.dropout": 0.2, "data.resolution": 8, "diffusion.num_steps": 50,

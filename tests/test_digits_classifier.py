@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from common import data, digits_classifier, feature_extractors, metrics, reference_stats
+from gencore import data, digits_classifier, feature_extractors, metrics, reference_stats
 
 TRAIN_EPOCHS = 10  # the CLI's default is 20 (99%+); 10 keeps the test short and gives ~98%
 
@@ -42,7 +42,7 @@ def test_cached_classifier_reloads_with_identical_outputs(classifier):
 
 
 def test_missing_classifier_is_not_trained_when_not_asked(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m common.digits_classifier"):
+    with pytest.raises(FileNotFoundError, match="python -m gencore.digits_classifier"):
         digits_classifier.load_or_train(tmp_path / "none.npz", train_if_missing=False)
 
 

@@ -13,8 +13,8 @@ from PIL import Image
 from biggan import eval as biggan_eval
 from biggan import sample
 from biggan.train_step import create_train_state
-from common import checkpoint, reference_stats, sharding
 from configs.biggan.digits import get_config
+from gencore import checkpoint, reference_stats, sharding
 
 
 class PixelFeatures:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from common import convert_inception, feature_extractors, inception
+from gencore import convert_inception, feature_extractors, inception
 
 # pytorch-fid's network (torchvision inception_v3, 1008 classes, no aux head), counted with torch.
 NUM_PARAMS = 23_850_960
@@ -141,7 +141,7 @@ def test_missing_weights_raise_a_message_saying_how_to_get_them(tmp_path, monkey
     with pytest.raises(inception.InceptionWeightsNotFoundError) as error:
         feature_extractors.create_feature_extractor("inception")
     message = str(error.value)
-    assert inception.PTH_NAME in message and "python -m common.convert_inception" in message
+    assert inception.PTH_NAME in message and "python -m gencore.convert_inception" in message
     assert inception.WEIGHTS_ENV_VAR in message and "pytorch-fid" in message
     with pytest.raises(FileNotFoundError, match="does not exist"):
         inception.resolve_weights_path(tmp_path / "nothing.npz")

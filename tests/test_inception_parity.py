@@ -25,7 +25,7 @@ fid_score = pytest.importorskip("pytorch_fid.fid_score")
 
 import jax.numpy as jnp  # noqa: E402
 
-from common import convert_inception, inception, metrics  # noqa: E402
+from gencore import convert_inception, inception, metrics  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

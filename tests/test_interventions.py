@@ -16,8 +16,8 @@ from test_biggan_train import random_batch, tiny_config
 from biggan import interventions, losses, memorization, models, train_step
 from biggan.biggan import ProjectionHead
 from biggan.layers import SPECTRAL
-from common import data, sharding
-from common.checkpoint import Checkpointer
+from gencore import data, sharding
+from gencore.checkpoint import Checkpointer
 
 
 def test_hinge_margin_and_wasserstein_losses():

@@ -98,7 +98,7 @@ def test_known_invocation(tmp_path):
         ZONE,
     ]
     assert calls[2][:6] == [*SSH, "bg", "--worker=all"]
-    assert "python3 -m pip install -e '.[tpu]'" in remote_command(calls[2])
+    assert "python3 -m pip install -e '.[tpu,tfds]'" in remote_command(calls[2])
     assert calls[3][:6] == [*SSH, "bg", "--worker=all"] and calls[3][7] == ZONE
     assert (
         "nohup python3 -m biggan.main --config=configs/biggan/imagenet128.py:row8 "
@@ -253,7 +253,7 @@ def test_jobs_on_fake_workers(tmp_path):
         ok(tpu(tmp_path, "setup", *RUN, workers=2))
         for home in workers:
             assert (home / "biggan-diffusion-jax" / "launch" / "tpu.sh").is_file()
-            assert (home / "python3.calls").read_text() == "-m pip install -e .[tpu]\n"
+            assert (home / "python3.calls").read_text() == "-m pip install -e .[tpu,tfds]\n"
         ok(tpu(tmp_path, "train", *RUN, "--", "--config.train.steps=7", workers=2))
         for home in workers:
             wait_for(lambda home=home: "job started" in _read(home / "train.log"))

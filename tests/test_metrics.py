@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from common import metrics
+from gencore import metrics
 
 
 def _random_spd(rng: np.random.Generator, dim: int) -> np.ndarray:

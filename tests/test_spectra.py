@@ -9,7 +9,7 @@ from flax import linen as nn
 from flax import traverse_util
 
 from biggan.layers import SPECTRAL, SNConv, SNDense, SNEmbed
-from common import spectra
+from gencore import spectra
 
 
 def matrix_with_singular_values(values, shape, seed=0):

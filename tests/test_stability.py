@@ -10,9 +10,10 @@ import ml_collections
 import pytest
 
 from biggan import plot_spectra
-from common import stability
-from common.checkpoint import FINISHED_MARKER, complete_steps, kept_steps
-from common.training import HookResult, PeriodicHook, run_training
+from gencore import stability
+from gencore.checkpoint import FINISHED_MARKER, complete_steps, kept_steps
+from gencore.hooks import HookResult, PeriodicHook
+from gencore.training import run_training
 
 SIGMA0 = "spectra/G/linear/dense/kernel/sigma0"
 

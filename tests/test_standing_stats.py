@@ -6,8 +6,8 @@ import pytest
 
 from biggan import models, standing_stats
 from biggan.latents import sample_latents
-from common.sharding import batch_sharded, make_mesh
 from configs.biggan.digits import get_config
+from gencore.sharding import batch_sharded, make_mesh
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 Use as ``--config=configs/biggan/data_efficient.py:cifar10_10`` (CIFAR-10 at 10%, 20% or 100%
 of the training images: ``cifar10_{10,20,100}``; 10% is the default) or
-``:imagenet128_{25,50,100}``. The subset is ``config.data.train_fraction`` (common/data.py:
+``:imagenet128_{25,50,100}``. The subset is ``config.data.train_fraction`` (gencore/data.py:
 the first images of the tfds split, the same on every process and for every seed). Turn
 DiffAugment off for the baseline with ``--config.train.diffaugment=''``.
 

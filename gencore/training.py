@@ -1,16 +1,15 @@
 """The training loop shared by every model: resume, preemption, logging, samples, checkpoints.
 
 A model supplies its initial state, a jitted step and a stream of global batches; this loop
-restores the latest complete checkpoint of the workdir (or starts fresh), runs the steps
-with clu metric writers (TensorBoard event files in the workdir plus console lines) and a
-progress report with ETA, writes sample sheets and orbax checkpoints every N steps, and on
-SIGTERM writes a checkpoint and returns. The batch stream is restarted at the restored step,
-so resuming neither skips nor repeats data. Periodic hooks (`PeriodicHook`) add model-specific
-work every N steps: extra scalars (e.g. singular values of the weights), keeping the checkpoints
-saved so far, or stopping (e.g. at a training collapse).
+restores the latest complete checkpoint of the workdir (or starts fresh), runs the steps,
+writes TensorBoard event files in the workdir (`gencore.metric_writer`), prints a progress
+line with steps/s, ETA and the losses every `train.log_every` steps (the detailed log goes to
+`<workdir>/logs/train.log`, `gencore.console`), writes sample sheets and orbax checkpoints
+every N steps, and on SIGTERM writes a checkpoint and returns. The batch stream is restarted
+at the restored step, so resuming neither skips nor repeats data. Periodic hooks
+(`gencore.hooks`) add model-specific work every N steps.
 """
 
-import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,50 +20,62 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import app, flags, logging
-from clu import metric_writers, periodic_actions
+from etils import epath
 from ml_collections import config_flags
 
-from common.checkpoint import Checkpointer, mark_training_finished
-from common.preemption import PreemptionHandler
-
-_MULTIHOST = flags.DEFINE_bool(
-    "multihost", False, "Call jax.distributed.initialize() with no arguments (Cloud TPU pods).")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0, to run several processes by hand.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Process count (with coordinator).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id (with coordinator).")
-_CPU_DEVICES = flags.DEFINE_integer(
-    "cpu_devices", None, "Number of (fake) CPU devices for this process, e.g. to rehearse a pod.")
+from gencore.checkpoint import Checkpointer, mark_training_finished
+from gencore.console import progress_line, say, setup_job_logging
+from gencore.hooks import PeriodicHook
+from gencore.images import image_grid, save_png
+from gencore.metric_writer import MetricWriter
+from gencore.preemption import PreemptionHandler
 
 
-def setup_process() -> None:
-    """Console logging at INFO; devices and processes from the flags above (call first)."""
-    logging.set_stderrthreshold("info")
-    if _CPU_DEVICES.value:
-        jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
-    if _COORDINATOR.value:
-        jax.distributed.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                                   process_id=_PROCESS_ID.value)
-    elif _MULTIHOST.value:
-        jax.distributed.initialize()
-    logging.info("process %d/%d, %d local / %d global devices", jax.process_index(),
-                 jax.process_count(), jax.local_device_count(), jax.device_count())
+def define_process_flags() -> Callable[[], None]:
+    """Defines the flags that say which devices and processes a job runs on (call it under
+    ``__main__`` of an entry point); returns ``setup_process()``, which applies them (call it
+    first in ``main``)."""
+    multihost = flags.DEFINE_bool(
+        "multihost", False, "Call jax.distributed.initialize() with no arguments (TPU pods).")
+    coordinator = flags.DEFINE_string(
+        "coordinator_address", None, "host:port of process 0, to run several processes by hand.")
+    num_processes = flags.DEFINE_integer("num_processes", None,
+                                         "Process count (with coordinator).")
+    process_id = flags.DEFINE_integer("process_id", None, "This process's id (with coordinator).")
+    cpu_devices = flags.DEFINE_integer(
+        "cpu_devices", None, "Number of (fake) CPU devices for this process (pod rehearsal).")
+
+    def setup_process() -> None:
+        if cpu_devices.value:
+            jax.config.update("jax_num_cpu_devices", cpu_devices.value)
+        if coordinator.value:
+            jax.distributed.initialize(coordinator.value, num_processes=num_processes.value,
+                                       process_id=process_id.value)
+        elif multihost.value:
+            jax.distributed.initialize()
+        logging.info("process %d/%d, %d local / %d global devices", jax.process_index(),
+                     jax.process_count(), jax.local_device_count(), jax.device_count())
+
+    return setup_process
 
 
 def train_main(default_config: str,
                train_and_evaluate: Callable[[ml_collections.ConfigDict, str], Any]) -> None:
     """A model's train job, ``python -m <model>.main --config=FILE[:variant] --workdir=DIR``
-    (config fields overridable, plus the process flags above): ``setup_process()``, then
-    ``train_and_evaluate(config, workdir)``. Defines the flags, so call it under ``__main__``."""
+    (config fields overridable, plus the process flags of `define_process_flags`): set up the
+    process and the log file, then ``train_and_evaluate(config, workdir)``. Defines the flags,
+    so call it under ``__main__``."""
     config = config_flags.DEFINE_config_file("config", default_config,
                                              "Config file[:variant]; fields overridable.")
     workdir = flags.DEFINE_string("workdir", None, "Checkpoints, logs and samples go here.",
                                   required=True)
+    setup_process = define_process_flags()
 
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
         setup_process()
+        setup_job_logging(workdir.value, "train")
         train_and_evaluate(config.value, workdir.value)
 
     app.run(main)
@@ -84,43 +95,27 @@ def compile_on_every_process(step: Any, *args: Any) -> Any:
     """
     start = time.perf_counter()
     compiled = step.lower(*args).compile()
-    logging.info("Compiled the train step in %.1f s", time.perf_counter() - start)
+    say(f"Compiled the train step in {time.perf_counter() - start:.1f} s")
     ocp.multihost.get_barrier_sync_fn()(key="train_step_compiled",
                                         timeout_ms=COMPILE_BARRIER_TIMEOUT_S * 1000)
     return compiled
+
+
+SHEET_COLUMNS = 8
+
+
+def write_sample_sheet(images: np.ndarray, workdir: str, step: int, writer: MetricWriter) -> None:
+    """``<workdir>/samples/ema_<step>.png`` and the TensorBoard image 'samples' (process 0)."""
+    if jax.process_index() == 0:
+        sheet = image_grid(images, SHEET_COLUMNS)
+        save_png(sheet, epath.Path(workdir) / "samples" / f"ema_{step:08d}.png")
+        writer.write_images(step, {"samples": sheet})
 
 
 def abstract_like(state: Any) -> Any:
     """Shapes, dtypes and shardings of ``state``, as a restore target."""
     return jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-
-
-@dataclasses.dataclass(frozen=True)
-class HookResult:
-    """What a periodic hook asks of the training loop.
-
-    scalars: written to the metric writer at this step (and passed to later hooks);
-    keep_checkpoints: never delete the checkpoints saved so far (`Checkpointer.keep`);
-    stop: end training after this step without saving it, and mark the run finished.
-    """
-
-    scalars: dict[str, float] = dataclasses.field(default_factory=dict)
-    keep_checkpoints: bool = False
-    stop: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class PeriodicHook:
-    """``run(step, state, scalars)`` after every step that is a multiple of ``every`` (0: never).
-
-    ``scalars`` holds what was logged at this step so far: the step's metrics on logging steps
-    (every ``train.log_every``) and earlier hooks' scalars; {} otherwise. Every process calls
-    it; results must agree across processes.
-    """
-
-    every: int
-    run: Callable[[int, Any, dict[str, float]], HookResult | None]
 
 
 def run_hooks(hooks: Sequence[PeriodicHook], step: int, state: Any, scalars: dict[str, float],
@@ -151,7 +146,7 @@ def run_training(
     train_step: Callable[[Any, Any], tuple[Any, dict]],
     batches_from: Callable[[int], Iterator[Any]],
     images_per_step: int,
-    write_samples: Callable[[Any, int], None] | None = None,
+    sample_sheet: Callable[[Any], np.ndarray] | None = None,
     hooks: Sequence[PeriodicHook] = (),
 ) -> Any:
     """Train from the latest checkpoint in ``workdir`` to ``config.train.steps``.
@@ -159,7 +154,9 @@ def run_training(
     init_state() -> the initial state (a pytree of global arrays with a scalar ``step``);
     train_step: a ``jax.jit`` function, compiled before the first step (`compile_on_every_process`);
     batches_from(step) -> iterator of global batches starting with the one for ``step``;
-    write_samples(state, step) writes a sample sheet (called every ``train.sample_every``);
+    sample_sheet(state) -> images [N, H, W, C] in [-1, 1] on host, tiled ``SHEET_COLUMNS`` per
+    row into ``<workdir>/samples/ema_<step>.png`` and TensorBoard's 'samples' image every
+    ``train.sample_every`` steps;
     hooks run after each step's logging, in order. Returns the final state.
     """
     train = config.train
@@ -169,14 +166,12 @@ def run_training(
     batches = batches_from(latest or 0)     # a missing dataset fails here, before any compile
     state = init_state()
     if latest is not None:
-        logging.info("Resuming from the checkpoint at step %d in %s", latest, workdir)
+        say(f"Resuming from the checkpoint at step {latest} in {workdir}")
         state = checkpointer.restore(abstract_like(state), latest)
     first = int(jax.device_get(state.step))
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     if first == 0:
         writer.write_hparams(dict(config.to_dict()["train"]))
-    progress = periodic_actions.ReportProgress(num_train_steps=train.steps, writer=writer,
-                                               every_steps=train.log_every)
     with PreemptionHandler() as preemption:   # SIGTERM while compiling: stop after 1 step
         if first < train.steps:
             first_batch = next(batches)
@@ -186,18 +181,19 @@ def run_training(
         while step < train.steps:
             state, metrics = train_step(state, next(batches))
             step += 1
-            progress(step)
             scalars = {}
             if step % train.log_every == 0 or step == train.steps:
                 scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 now = time.perf_counter()
-                scalars["images_per_sec"] = images_per_step * (step - last_log_step) / (
-                    now - last_log)
+                steps_per_sec = (step - last_log_step) / (now - last_log)
+                scalars["images_per_sec"] = images_per_step * steps_per_sec
+                scalars["steps_per_sec"] = steps_per_sec
                 last_log, last_log_step = now, step
                 writer.write_scalars(step, scalars)
+                say(progress_line(step, train.steps, steps_per_sec, scalars))
             halted = run_hooks(hooks, step, state, scalars, writer, checkpointer)
-            if write_samples and (step % train.sample_every == 0 or step == train.steps):
-                write_samples(state, step)
+            if sample_sheet and (step % train.sample_every == 0 or step == train.steps):
+                write_sample_sheet(sample_sheet(state), workdir, step, writer)
             if halted:
                 logging.warning("A hook stopped training at step %d (this step is not saved).",
                                 step)
@@ -211,10 +207,8 @@ def run_training(
     writer.flush()
     if step >= train.steps or halted:
         mark_training_finished(workdir)
+    say(f"Stopped at step {step}; checkpoints in {checkpointer.directory}")
     checkpointer.close()
+    writer.close()
     return state
 
-
-def first_process_array(x: jax.Array) -> np.ndarray:
-    """The host copy of a replicated global array (readable on any process)."""
-    return np.asarray(x.addressable_data(0))

@@ -23,6 +23,9 @@ Data config fields (`default_data_config()`):
     the digits / folder images.
   shuffle_buffer: tf.data shuffle buffer (encoded records) for tfds datasets.
 
+tfds datasets need the `[tfds]` extra (TensorFlow and tensorflow-datasets); digits and folder
+need neither (folder images are read with etils.epath, local or gs://, and decoded with PIL).
+
 Preprocessing of tfds and folder images (BigGAN paper, Section 3): centre crop to the square of
 the short side, resize to `resolution` with area resampling (exact identity at native size),
 scale to [-1, 1].
@@ -44,7 +47,11 @@ for reference statistics: take ceil(num_examples / B) batches and drop the surpl
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import functools
+import importlib.util
+import io
 import math
 import os
 from collections.abc import Iterator
@@ -54,6 +61,7 @@ from typing import Any, Protocol
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 from ml_collections import config_dict
 
 _DEFAULTS: dict[str, Any] = {
@@ -263,7 +271,10 @@ class _ArraySource:
 
 
 class _FileSource:
-    """Encoded image files read and decoded by tf.data, in the index-based order."""
+    """Encoded image files, decoded with PIL in a thread pool, in the index-based order."""
+
+    PREFETCH_BATCHES = 2   # decoded ahead of the one being consumed
+    INDEX_WINDOW = 64      # batches whose example ids are drawn at once
 
     def __init__(self, paths: np.ndarray, labels: np.ndarray, num_classes: int, resolution: int,
                  layout: _Layout):
@@ -273,16 +284,28 @@ class _FileSource:
         self._resolution = resolution
         self._layout = layout
 
-    def batches(self, start_batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        tf = input_tensorflow()
-        window = math.ceil(self.num_examples / self._layout.global_batch_size)
+    def _load(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = [preprocess_image(epath.Path(p).read_bytes(), self._resolution)
+                  for p in self.paths[indices]]
+        return np.stack(images), self.labels[indices]
+
+    def _batch_indices(self, start_batch: int) -> Iterator[np.ndarray]:
         n = start_batch
         while True:
-            indices = _example_indices(self._layout, self.num_examples, n, window).reshape(-1)
-            files = tf.data.Dataset.from_tensor_slices((self.paths[indices], self.labels[indices]))
-            records = files.map(lambda path, label: (tf.io.read_file(path), label))
-            yield from _decoded_batches(records, self._resolution, self._layout.local_batch_size)
-            n += window
+            yield from _example_indices(self._layout, self.num_examples, n, self.INDEX_WINDOW)
+            n += self.INDEX_WINDOW
+
+    def batches(self, start_batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        threads = os.cpu_count() or 1
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            pending: collections.deque = collections.deque()
+            for indices in self._batch_indices(start_batch):
+                pending.append([pool.submit(self._load, part) for part in
+                                np.array_split(indices, min(len(indices), threads))])
+                if len(pending) > self.PREFETCH_BATCHES:
+                    images, labels = zip(*(part.result() for part in pending.popleft()),
+                                         strict=True)
+                    yield np.concatenate(images), np.concatenate(labels)
 
 
 def _digits_source(resolution: int, subset: tuple[float, bool], layout: _Layout
@@ -306,23 +329,23 @@ def _digits_source(resolution: int, subset: tuple[float, bool], layout: _Layout
 def _folder_source(root: str | None, resolution: int, subset: tuple[float, bool],
                    layout: _Layout) -> _FileSource:
     """`root/<class>/*.png|jpg` (sorted class names -> ids), or `root/*.png|jpg` as one class."""
-    tf = input_tensorflow()
     layout_help = (
         "Put one sub-folder per class under data_dir (root/<class>/*.png|jpg|jpeg; sorted class "
         "names give the label ids) or all images directly in data_dir for one class, and set "
         "--config.data.data_dir=<root>.")
-    if not root or not tf.io.gfile.isdir(root):
+    if not root or not epath.Path(root).is_dir():
         raise DatasetNotFoundError(
             f"data.name='folder': data.data_dir={root!r} is not a directory. {layout_help}")
 
-    def images_in(directory: str) -> list[str]:
-        return sorted(os.path.join(directory, f) for f in tf.io.gfile.listdir(directory)
-                      if f.lower().endswith(_IMAGE_SUFFIXES))
+    def images_in(directory: epath.Path) -> list[str]:
+        return sorted(os.fspath(f) for f in directory.iterdir()
+                      if f.name.lower().endswith(_IMAGE_SUFFIXES))
 
-    entries = sorted(e.rstrip('/') for e in tf.io.gfile.listdir(root) if not e.startswith('.'))
-    class_dirs = [e for e in entries if tf.io.gfile.isdir(os.path.join(root, e))]
-    groups = [images_in(os.path.join(root, c)) for c in class_dirs]
-    groups = [g for g in groups if g] or [images_in(root)]
+    entries = sorted((e for e in epath.Path(root).iterdir() if not e.name.startswith('.')),
+                     key=lambda e: e.name)
+    class_dirs = [e for e in entries if e.is_dir()]
+    groups = [images_in(c) for c in class_dirs]
+    groups = [g for g in groups if g] or [images_in(epath.Path(root))]
     paths = [p for group in groups for p in group]
     if not paths:
         raise DatasetNotFoundError(
@@ -333,11 +356,62 @@ def _folder_source(root: str | None, resolution: int, subset: tuple[float, bool]
     return _FileSource(np.asarray(paths)[keep], labels[keep], len(groups), resolution, layout)
 
 
+def area_resize_weights(size: int, out: int) -> np.ndarray:
+    """float64 [out, size]: area resampling along one axis. Output pixel i is the mean of the
+    input over [i s, (i + 1) s), s = size / out, each input pixel weighted by its overlap."""
+    scale = size / out
+    edges = np.arange(out + 1) * scale
+    pixels = np.arange(size)[None, :]
+    overlap = (np.minimum(edges[1:, None], pixels + 1) - np.maximum(edges[:-1, None], pixels))
+    return np.clip(overlap, 0.0, None) / scale
+
+
+def preprocess_image(encoded: bytes, resolution: int) -> np.ndarray:
+    """Encoded PNG/JPEG -> float32 [R, R, 3] in [-1, 1]: centre square crop of the short side,
+    area resize (the identity at native size), scale to [-1, 1]."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(encoded)) as image:
+        pixels = np.asarray(image.convert('RGB'), np.float64)
+    height, width = pixels.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    pixels = pixels[top:top + side, left:left + side]
+    weights = area_resize_weights(side, resolution)
+    resized = np.einsum('ih,hwc,jw->ijc', weights, pixels, weights)
+    return np.clip(resized / 127.5 - 1.0, -1.0, 1.0).astype(np.float32)
+
+
 # ----------------------------------------------------------------------------- tensorflow parts
+
+TFDS_EXTRA = "pip install -e '.[tfds]'"
+
+
+class MissingExtraError(ValueError):
+    """A dataset needs a package of an optional extra that is not installed."""
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def check_tfds_installed(name: str) -> None:
+    """Raises MissingExtraError unless tensorflow and tensorflow-datasets can be imported."""
+    missing = [m for m in ('tensorflow', 'tensorflow_datasets') if not _installed(m)]
+    if missing:
+        raise MissingExtraError(
+            f"data.name={name!r} is a tensorflow-datasets dataset, read with "
+            f"{' and '.join(missing)}, which is not installed: run `{TFDS_EXTRA}` (the digits "
+            f"and folder datasets need neither).")
+
 
 @functools.cache
 def input_tensorflow() -> Any:
-    """Imports TensorFlow for input pipelines: quiet, and kept off any GPU (JAX owns devices).
+    """Imports TensorFlow for tfds input pipelines: quiet, and kept off any GPU (JAX owns
+    devices).
 
     The environment settings only take effect if TensorFlow was not imported before. oneDNN is
     turned off: it prints a banner and may reorder float sums, which input pipelines do not need.
@@ -354,7 +428,7 @@ def input_tensorflow() -> Any:
 
 
 def _preprocess(encoded: Any, resolution: int) -> Any:
-    """Encoded PNG/JPEG -> float32 [R, R, 3] in [-1, 1]: centre square crop, area resize."""
+    """`preprocess_image` in TensorFlow ops, for tf.data pipelines."""
     tf = input_tensorflow()
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -382,6 +456,7 @@ class _TfdsSource:
 
     def __init__(self, name: str, data_dir: str | None, split: str, resolution: int,
                  train_fraction: float, shuffle_buffer: int, layout: _Layout):
+        check_tfds_installed(name)
         tf = input_tensorflow()
         import tensorflow_datasets as tfds
 

@@ -1,10 +1,10 @@
 """The feature spaces sample-quality metrics are computed in, behind one interface.
 
 `FeatureExtractor.features(images [B, H, W, 3] in [-1, 1]) -> (pool [B, D], logits [B, K])`:
-- 'inception': the FID Inception-v3 (`common.inception`), D = 2048, K = 1008. Needs the
+- 'inception': the FID Inception-v3 (`gencore.inception`), D = 2048, K = 1008. Needs the
   converted weights (config.eval.inception_weights or $FID_INCEPTION_WEIGHTS); without them
   `create_feature_extractor` raises `InceptionWeightsNotFoundError` saying how to get them.
-- 'digits_classifier': the CNN trained on the embedded digits (`common.digits_classifier`),
+- 'digits_classifier': the CNN trained on the embedded digits (`gencore.digits_classifier`),
   D = 64, K = 10. Its metrics are data-specific (`data_specific = True`): not comparable with
   Inception FID / IS.
 """
@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import jax
 import numpy as np
 
-from common import digits_classifier, inception
+from gencore import digits_classifier, inception
 
 EXTRACTORS = ("inception", "digits_classifier")
 
@@ -94,7 +94,7 @@ def extract_features(
     """Runs `extractor` over batches (arrays, or dicts with 'image' and optionally 'label').
 
     Stops after `num_examples` images (truncating the last batch) or when `batches` ends; pass
-    `num_examples` for endless streams such as `common.data.create_input_pipeline`.
+    `num_examples` for endless streams such as `gencore.data.create_input_pipeline`.
     """
     features, logits, labels = [], [], []
     count = 0

@@ -1,6 +1,6 @@
 """Reference statistics of a dataset split in a feature space, computed once and cached.
 
-    python -m common.reference_stats --config=configs/biggan/digits.py \
+    python -m gencore.reference_stats --config=configs/biggan/digits.py \
         [--extractor=digits_classifier|inception] [--split=train] [--num_examples=N] [--out=PATH]
 
 Stores mu [D] and sigma [D, D] (float64) of the features of every image of the split (for FID)
@@ -26,8 +26,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from common import metrics, tree_npz
-from common.feature_extractors import FeatureExtractor, create_feature_extractor, extract_features
+from gencore import metrics, tree_npz
+from gencore.feature_extractors import FeatureExtractor, create_feature_extractor, extract_features
 
 CACHE_ENV_VAR = "REFERENCE_STATS_DIR"
 _FORMAT = "reference_stats_v1"
@@ -107,7 +107,7 @@ def reference_pipeline(
     data_config: ml_collections.ConfigDict, split: str, batch_size: int
 ) -> tuple[Iterable[Mapping[str, np.ndarray]], int]:
     """One process's pass over the whole split, unflipped: (batches, number of images)."""
-    from common.data import create_input_pipeline
+    from gencore.data import create_input_pipeline
 
     data_config = data_config.copy_and_resolve_references()
     with data_config.unlocked():

@@ -1,6 +1,6 @@
-"""Converts pytorch-fid's Inception weights to the Flax network of `common.inception`.
+"""Converts pytorch-fid's Inception weights to the Flax network of `gencore.inception`.
 
-    python -m common.convert_inception --input=pt_inception-2015-12-05-6726825d.pth \
+    python -m gencore.convert_inception --input=pt_inception-2015-12-05-6726825d.pth \
         --output=inception_fid.npz
 
 The input is pytorch-fid's state dict (read with torch.load(weights_only=True); torch is imported
@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags
 from flax import traverse_util
 
-from common import inception
+from gencore import inception
 
 _BN_NAMES = {
     "weight": ("params", "scale"),

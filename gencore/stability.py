@@ -1,7 +1,7 @@
 """Training-loop hooks for the stability analysis of Brock et al. 2018 (Sec. 4, Appendix F).
 
 - Spectral monitoring: every ``config.train.spectra_every`` steps, the top three singular values
-  of every weight (``common.spectra.spectra``) go to the metric writer as
+  of every weight (``gencore.spectra.spectra``) go to the metric writer as
   'spectra/<net>/<weight>/sigma<i>' and to ``<workdir>/spectra.jsonl``, one line per record:
   ``{"step": s, "spectra": {net: {weight: [sigma0, sigma1, sigma2]}}}`` (after a resume, a later
   line for the same step replaces the earlier one).
@@ -28,7 +28,8 @@ import ml_collections
 from absl import logging
 from etils import epath
 
-from common.training import HookResult, PeriodicHook, first_process_array
+from gencore.hooks import HookResult, PeriodicHook
+from gencore.sharding import first_process_array
 
 SPECTRA_FILE = "spectra.jsonl"
 COLLAPSE_FILE = "collapse.json"

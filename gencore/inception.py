@@ -11,7 +11,7 @@ Inputs are images in [-1, 1] of any size, NHWC; they are resized to 299x299 the 
 does it (bilinear, half-pixel centres, no antialiasing, also when downscaling).
 
 Weights: convert pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` once with
-`python -m common.convert_inception` (see `MISSING_WEIGHTS_HELP`), then point
+`python -m gencore.convert_inception` (see `MISSING_WEIGHTS_HELP`), then point
 `config.eval.inception_weights` or the environment variable `FID_INCEPTION_WEIGHTS` at the result.
 """
 
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from common import tree_npz
+from gencore import tree_npz
 
 INCEPTION_RESOLUTION = 299
 POOL_FEATURES = 2048
@@ -40,7 +40,7 @@ PTH_NAME = "pt_inception-2015-12-05-6726825d.pth"
 MISSING_WEIGHTS_HELP = (
     "The FID Inception weights are not available offline. Download pytorch-fid's "
     f"'{PTH_NAME}' (GitHub release 'fid_weights' of mseitzer/pytorch-fid), convert it with\n"
-    f"    python -m common.convert_inception --input={PTH_NAME} --output=inception_fid.npz\n"
+    f"    python -m gencore.convert_inception --input={PTH_NAME} --output=inception_fid.npz\n"
     "(needs torch: pip install torch==2.13.0), then set config.eval.inception_weights or the "
     f"environment variable {WEIGHTS_ENV_VAR} to the .npz path."
 )

@@ -4,11 +4,11 @@ No Inception weights can be had offline, so for the embedded default data this n
 the feature space (its 64-d penultimate layer) for a data-specific FID / KID / precision-recall,
 and class predictions for "samples of class y are classified as y" accuracy. These figures are
 specific to this classifier and not comparable with Inception-based FID or IS. It is trained on
-the data pipeline's own images (`common.data`, 'digits' at 32x32).
+the data pipeline's own images (`gencore.data`, 'digits' at 32x32).
 
 Train once and cache (a few seconds on a CPU):
 
-    python -m common.digits_classifier [--out=PATH]
+    python -m gencore.digits_classifier [--out=PATH]
 
 The cache lives at $DIGITS_CLASSIFIER_PATH, else $XDG_CACHE_HOME (default ~/.cache)
 /biggan_diffusion_jax/digits_classifier.npz. `load_or_train` trains and caches it when missing.
@@ -27,8 +27,8 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from common import tree_npz
-from common.inception import resize_bilinear
+from gencore import tree_npz
+from gencore.inception import resize_bilinear
 
 RESOLUTION = 32
 NUM_CLASSES = 10
@@ -46,12 +46,12 @@ def default_cache_path() -> Path:
 
 
 def load_digits_images(resolution: int = RESOLUTION) -> tuple[np.ndarray, np.ndarray]:
-    """All 1797 digits from the data pipeline (`common.data`, name 'digits', no flips).
+    """All 1797 digits from the data pipeline (`gencore.data`, name 'digits', no flips).
 
     Returns images [N, res, res, 3] in [-1, 1] and labels [N] int32, preprocessed exactly as the
     models are trained on them (in the pipeline's epoch-0 order).
     """
-    from common.data import create_input_pipeline, default_data_config
+    from gencore.data import create_input_pipeline, default_data_config
 
     data_config = default_data_config()
     data_config.update(name="digits", resolution=resolution, random_flip=False, train_fraction=1.0)
@@ -183,7 +183,7 @@ def load_or_train(
         return DigitsClassifierExtractor(params, info)
     if not train_if_missing:
         raise FileNotFoundError(
-            f"No digits classifier at {path}; train it with python -m common.digits_classifier"
+            f"No digits classifier at {path}; train it with python -m gencore.digits_classifier"
         )
     params, info = train_digits_classifier()
     save_classifier(params, info, path)

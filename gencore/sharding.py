@@ -61,3 +61,8 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
     """
     sharding = batch_sharded(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
+
+
+def first_process_array(x: jax.Array) -> np.ndarray:
+    """The host copy of a replicated global array (readable on any process)."""
+    return np.asarray(x.addressable_data(0))
