@@ -158,7 +158,7 @@ def abstract_programs(config: ml_collections.ConfigDict, mesh: Any, eval_batch: 
     else:
         from biggan.models import count_params
         from diffusion import model as dmodel
-        from diffusion import train as dtrain
+        from diffusion import train_step as dtrain
         state = _with_sharding(jax.eval_shape(lambda: dtrain.create_train_state(config, mesh)),
                                rep)
         batch = {"image": jax.ShapeDtypeStruct((train.batch_size, res, res, 3), jnp.float32,

@@ -15,7 +15,7 @@ from helpers import (
 )
 from helpers import run_steps as run_steps_of
 
-from diffusion import train
+from diffusion import train, train_step
 from diffusion.model import parameter_count
 from gencore import sharding
 from gencore.config_util import config_variants, load_config
@@ -72,7 +72,7 @@ def random_batch(seed):
 
 
 def run_steps(config, devices, batches):
-    return run_steps_of(train, config, devices, batches, sharding.BATCH_SPEC)
+    return run_steps_of(train_step, config, devices, batches, sharding.BATCH_SPEC)
 
 
 def test_sharded_step_equals_single_device_step():
@@ -106,14 +106,14 @@ def test_importance_sampling_history_fills():
 ])
 def test_bad_config_fails_before_compile(overrides, message):
     with pytest.raises(ValueError, match=message):
-        train.make_train_step(tiny_config(**overrides), sharding.make_mesh())
+        train_step.make_train_step(tiny_config(**overrides), sharding.make_mesh())
 
 
 def test_resume_is_exact(tmp_path):
     """4 steps in one go == 2 steps, stop, then resume to 4 (same workdir)."""
     overrides = {"train.checkpoint_every": 2, "train.log_every": 2, "train.sample_every": 4,
                  **SMALLER}
-    assert_resume_is_exact(train.train_and_evaluate, train.create_train_state,
+    assert_resume_is_exact(train.train_and_evaluate, train_step.create_train_state,
                            lambda steps: tiny_config(**overrides, **{"train.steps": steps}),
                            tmp_path)
 
@@ -129,10 +129,10 @@ def test_two_processes_equal_one_process(tmp_path):
     one, two = train_one_and_two_processes("diffusion.main", "configs/diffusion/digits.py",
                                            overrides, tmp_path)
     config = tiny_config(**SMALLER, **run)
-    a = restore_final_state(train.create_train_state, config, one)
-    b = restore_final_state(train.create_train_state, config, two)
+    a = restore_final_state(train_step.create_train_state, config, one)
+    b = restore_final_state(train_step.create_train_state, config, two)
     assert int(a.step) == int(b.step) == 2
     for field in ("params", "ema_params", "opt_state"):
         assert_trees_close(getattr(a, field), getattr(b, field), TOLERANCE)
-    initial = jax.device_get(train.create_train_state(config, sharding.make_mesh()))
+    initial = jax.device_get(train_step.create_train_state(config, sharding.make_mesh()))
     assert largest_difference(a.params, initial.params) > 100 * TOLERANCE
