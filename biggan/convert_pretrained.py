@@ -40,6 +40,7 @@ from absl import app, flags
 from etils import epath
 
 from biggan import pretrained
+from gencore.console import stop_on_error
 
 WEIGHTS_NAME = "pytorch_model.bin"
 CONFIG_NAME = "config.json"
@@ -71,8 +72,7 @@ def read_input(path: epath.PathLike) -> tuple[dict[str, np.ndarray], dict | None
     try:
         import torch
     except ImportError as error:
-        raise ImportError("Converting needs PyTorch: pip install '.[torch]' "
-                          "(torch==2.13.0, CPU build).") from error
+        raise ImportError("Converting needs PyTorch: pip install -e '.[torch]'.") from error
     try:
         state = torch.load(str(weights), map_location="cpu", weights_only=True)
     except Exception as error:
@@ -329,4 +329,4 @@ if __name__ == "__main__":
     flags.DEFINE_enum("resolution", None, ["128", "256", "512"],
                       "Fail unless the file holds this resolution's generator.")
     flags.mark_flags_as_required(["input", "output"])
-    app.run(main)
+    app.run(stop_on_error("convert_pretrained", main))

@@ -38,7 +38,8 @@ from ml_collections import config_flags
 from biggan import latents, standing_stats
 from biggan.train_step import TrainState, create_train_state
 from gencore import checkpoint, feature_extractors, metrics, reference_stats, sharding
-from gencore.console import say, setup_job_logging
+from gencore.config_util import check_config_arguments
+from gencore.console import say, setup_job_logging, stop_on_error
 from gencore.inception import InceptionWeightsNotFoundError
 from gencore.metric_writer import MetricWriter
 from gencore.training import define_process_flags
@@ -218,6 +219,8 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, eval_dir: str | No
              timeout_seconds: float = 3600.0) -> list[dict[str, Any]]:
     """Evaluate ``step`` (or a fresh state if ``untrained``, or every checkpoint as it appears)
     and write the results; returns them."""
+    steps = [] if untrained else checkpoint.steps_to_evaluate(
+        workdir, step=step, poll_seconds=poll_seconds, timeout_seconds=timeout_seconds)
     mesh = sharding.make_mesh()
     spaces = feature_spaces(config)
     references = [reference_stats.load_or_compute_reference_stats(
@@ -236,9 +239,10 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, eval_dir: str | No
         state = create_train_state(config, mesh)
         evaluate_and_write(state.ema_params, state.g_state, 0)
     else:
-        for at in checkpoint.steps_to_evaluate(workdir, step=step, poll_seconds=poll_seconds,
-                                               timeout_seconds=timeout_seconds):
-            evaluate_and_write(*restore_generator(config, workdir, at, mesh), at)
+        for at, (params, g_state) in checkpoint.restored_steps(
+                steps, lambda at: restore_generator(config, workdir, at, mesh),
+                skip_unreadable=step is None):
+            evaluate_and_write(params, g_state, at)
     writer.close()
     return results
 
@@ -246,8 +250,7 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, eval_dir: str | No
 def main(argv: list[str]) -> None:
     del argv
     flag = flags.FLAGS
-    setup_process()
-    setup_job_logging(flag.workdir, "eval")
+    setup_job_logging(flag.workdir, "eval", setup_process)
     run_eval(flag.config, flag.workdir, flag.eval_dir, flag.step, flag.untrained,
              flag.poll_seconds, flag.timeout_seconds)
 
@@ -262,4 +265,5 @@ if __name__ == "__main__":
     flags.DEFINE_float("timeout_seconds", 3600.0, "Stop after this long without a checkpoint.")
     flags.mark_flags_as_required(["config", "workdir"])
     setup_process = define_process_flags()
-    app.run(main)
+    check_config_arguments()
+    app.run(stop_on_error("eval", main))

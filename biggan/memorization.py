@@ -30,6 +30,8 @@ from biggan.eval import restore_train_state
 from biggan.layers import SPECTRAL
 from biggan.train_step import BATCH_STATS, TrainState
 from gencore import checkpoint, sharding
+from gencore.config_util import check_config_arguments
+from gencore.console import stop_on_error
 from gencore.data import HELDOUT_SPLIT, create_input_pipeline
 
 
@@ -124,4 +126,5 @@ if __name__ == "__main__":
     flags.DEFINE_string("heldout_split", None, "Default: 'heldout' (digits, folder) or "
                         "'validation' (tfds).")
     flags.DEFINE_integer("batch_size", 100, "Images per D call.")
-    app.run(main)
+    check_config_arguments()
+    app.run(stop_on_error("memorization", main))

@@ -16,6 +16,7 @@ import matplotlib
 from absl import app, flags
 from etils import epath
 
+from gencore.console import stop_on_error
 from gencore.stability import COLLAPSE_FILE, read_spectra
 
 matplotlib.use("Agg")
@@ -83,4 +84,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "The train job's workdir.", required=True)
     flags.DEFINE_string("out", None, "Output PNG.", required=True)
     flags.DEFINE_string("weights", "", "Regex: plot only the weights whose name matches.")
-    app.run(main)
+    app.run(stop_on_error("plot_spectra", main))

@@ -123,7 +123,11 @@ def read_metadata(directory: epath.PathLike) -> dict:
         raise FileNotFoundError(
             f"{directory} is not a converted BigGAN-deep directory (no {METADATA_FILE}); "
             "create one with python -m biggan.convert_pretrained --input=... --output=...")
-    metadata = json.loads(path.read_text())
+    try:
+        metadata = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is damaged: not valid JSON ({error}). Convert the release "
+                         "again with python -m biggan.convert_pretrained.") from error
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path}: format {metadata.get('format')!r}, expected {FORMAT!r}.")
     return metadata
@@ -197,8 +201,15 @@ def load(directory: epath.PathLike) -> PretrainedGenerator:
     cfg = ml_collections.ConfigDict(metadata["model"])
     target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_variables(cfg))
     checkpointer = ocp.Checkpointer(ocp.StandardCheckpointHandler())
-    restored = checkpointer.restore(directory / VARIABLES_DIR,
-                                    args=ocp.args.StandardRestore(target))
+    try:
+        restored = checkpointer.restore(directory / VARIABLES_DIR,
+                                        args=ocp.args.StandardRestore(target))
+    except Exception as error:   # orbax and tensorstore raise many types
+        reason = " ".join(str(error).split())[:300]
+        raise ValueError(
+            f"{directory / VARIABLES_DIR} is damaged: its weights cannot be read "
+            f"({type(error).__name__}: {reason}). Convert the release again with python -m "
+            "biggan.convert_pretrained.") from error
     return PretrainedGenerator(cfg, restored["params"], restored["spectral"],
                                restored["bn_tables"])
 

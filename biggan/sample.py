@@ -38,6 +38,8 @@ from biggan import pretrained, standing_stats
 from biggan.eval import restore_generator
 from biggan.latents import draw_z
 from gencore import checkpoint, sharding
+from gencore.config_util import check_config_arguments
+from gencore.console import stop_on_error
 from gencore.images import save_image_grid
 
 Sampler = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -236,4 +238,5 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", "sheet.png", "Sheet (.png), raw images (.npy) or images, labels "
                         "and z (.npz).")
     flags.DEFINE_integer("batch_size", 8, "Images per G call.")
-    app.run(main)
+    check_config_arguments()
+    app.run(stop_on_error("sample", main))

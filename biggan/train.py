@@ -31,21 +31,28 @@ def update_batches(config: ml_collections.ConfigDict, mesh: Mesh, start_step: in
 
     Each step consumes ``num_d_steps`` data batches of ``train.batch_size`` (one per D update),
     laid out as [num_d_steps, grad_accum, batch_size / grad_accum, ...] and split over devices.
+    The dataset is opened by this call, so a missing one fails here.
     """
     train = config.train
     pipeline = create_input_pipeline(config.data, global_batch_size=train.batch_size,
                                      seed=train.seed, start_batch=start_step * train.num_d_steps)
     target = NamedSharding(mesh, UPDATE_SPEC)
     micro = train.batch_size // train.grad_accum
-    while True:
-        local = [next(pipeline) for _ in range(train.num_d_steps)]
-        batch = {}
-        for key in ("image", "label"):
-            stacked = np.stack([b[key] for b in local])
-            stacked = stacked.reshape(train.num_d_steps, train.grad_accum, -1, *stacked.shape[2:])
-            global_shape = (train.num_d_steps, train.grad_accum, micro, *stacked.shape[3:])
-            batch[key] = jax.make_array_from_process_local_data(target, stacked, global_shape)
-        yield batch
+
+    def batches() -> Iterator[dict[str, jax.Array]]:
+        while True:
+            local = [next(pipeline) for _ in range(train.num_d_steps)]
+            batch = {}
+            for key in ("image", "label"):
+                stacked = np.stack([b[key] for b in local])
+                stacked = stacked.reshape(train.num_d_steps, train.grad_accum, -1,
+                                          *stacked.shape[2:])
+                global_shape = (train.num_d_steps, train.grad_accum, micro, *stacked.shape[3:])
+                batch[key] = jax.make_array_from_process_local_data(target, stacked,
+                                                                    global_shape)
+            yield batch
+
+    return batches()
 
 
 def ema_sample_sheet(config: ml_collections.ConfigDict) -> Callable[[TrainState], np.ndarray]:

@@ -31,7 +31,8 @@ from diffusion.likelihood import bits_per_dim
 from diffusion.sampling import METHODS
 from diffusion.train import restore_ema_params, run_config
 from gencore import checkpoint, digits_classifier, metrics
-from gencore.console import say, setup_job_logging
+from gencore.config_util import check_config_arguments
+from gencore.console import say, setup_job_logging, stop_on_error
 from gencore.data import create_input_pipeline
 from gencore.feature_extractors import extract_features
 from gencore.metric_writer import MetricWriter
@@ -131,9 +132,8 @@ def check_bpd_split(config: ml_collections.ConfigDict) -> None:
 def main(argv: list[str]) -> None:
     del argv
     f = flags.FLAGS
-    setup_process()
     workdir = f.workdir
-    setup_job_logging(workdir, "eval")
+    setup_job_logging(workdir, "eval", setup_process)
     config = run_config(workdir, None, f.config)
     ev = config.eval
     sampler, steps = f.sampler or ev.sampler, f.steps or ev.sample_steps
@@ -143,10 +143,12 @@ def main(argv: list[str]) -> None:
     check_bpd_split(config)
     out_dir = epath.Path(workdir) / "eval"
     writer = MetricWriter(str(out_dir), enabled=jax.process_index() == 0)
-    for step in checkpoint.steps_to_evaluate(workdir, step=f.step, latest_only=f.once,
-                                             poll_seconds=f.poll_seconds,
-                                             timeout_seconds=f.timeout_seconds):
-        params = restore_ema_params(config, workdir, step)
+    steps = checkpoint.steps_to_evaluate(workdir, step=f.step, latest_only=f.once,
+                                         poll_seconds=f.poll_seconds,
+                                         timeout_seconds=f.timeout_seconds)
+    for step, params in checkpoint.restored_steps(
+            steps, lambda step: restore_ema_params(config, workdir, step),
+            skip_unreadable=f.step is None):
         results = evaluate(config, params, sampler=sampler, steps=steps, guidances=guidances,
                            num_samples=num_samples)
         writer.write_scalars(step, results)
@@ -171,4 +173,5 @@ if __name__ == "__main__":
     flags.DEFINE_float("poll_seconds", 60.0, "Seconds between looks for new checkpoints.")
     flags.DEFINE_float("timeout_seconds", 3600.0, "Stop after this long without one.")
     setup_process = define_process_flags()
-    app.run(main)
+    check_config_arguments()
+    app.run(stop_on_error("eval", main))

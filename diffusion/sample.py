@@ -18,6 +18,8 @@ from ml_collections import config_flags
 from diffusion import model as dmodel
 from diffusion.sampling import METHODS
 from diffusion.train import restore_ema_params, run_config
+from gencore.config_util import check_config_arguments
+from gencore.console import stop_on_error
 from gencore.images import save_image_grid
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
@@ -58,4 +60,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    check_config_arguments()
+    app.run(stop_on_error("sample", main))

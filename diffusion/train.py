@@ -20,11 +20,12 @@ from gencore.training import SHEET_COLUMNS, run_training
 
 def train_batches(config: ml_collections.ConfigDict, mesh: Mesh, start_step: int
                   ) -> Iterator[dict[str, jax.Array]]:
-    """Global batches from ``start_step`` on (flips, if any, by the data pipeline)."""
+    """Global batches from ``start_step`` on (flips, if any, by the data pipeline). The dataset
+    is opened by this call, so a missing one fails here."""
     pipeline = create_input_pipeline(config.data, global_batch_size=config.train.batch_size,
                                      seed=config.train.seed, start_batch=start_step)
-    for batch in pipeline:
-        yield sharding.global_batch({k: batch[k] for k in ("image", "label")}, mesh)
+    return (sharding.global_batch({k: batch[k] for k in ("image", "label")}, mesh)
+            for batch in pipeline)
 
 
 def sheet_labels(config: ml_collections.ConfigDict, per_class: int = 8) -> np.ndarray | None:

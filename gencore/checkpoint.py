@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 
 CHECKPOINT_DIR = "checkpoints"
@@ -37,10 +38,25 @@ FINISHED_MARKER = "TRAINING_FINISHED"
 KEPT_FILE = "kept_checkpoints.json"
 _STATE = "state"
 _CONFIG = "config"
+T = TypeVar("T")
 
 
 class IncompatibleCheckpointError(ValueError):
     """The workdir holds checkpoints of a model that the current config cannot restore."""
+
+
+class UnreadableCheckpointError(RuntimeError):
+    """A checkpoint's files cannot be read: missing, truncated or with bad metadata."""
+
+    def __init__(self, step: int, directory: epath.Path, cause: BaseException):
+        reason = " ".join(str(cause).split())[:300] or type(cause).__name__
+        super().__init__(f"Checkpoint {step} in {directory} cannot be read "
+                         f"({type(cause).__name__}: {reason})")
+        self.step = step
+
+
+class CheckpointWriteError(RuntimeError):
+    """Writing a checkpoint failed (disk full, permissions, a failing writer)."""
 
 
 def checkpoint_dir(workdir: epath.PathLike) -> epath.Path:
@@ -103,16 +119,20 @@ def complete_steps(workdir: epath.PathLike) -> list[int]:
 
 
 def saved_config(workdir: epath.PathLike, step: int | None = None) -> dict[str, Any] | None:
-    """The config stored with checkpoint `step` (default: the latest complete one), or None.
+    """The config stored with checkpoint `step` (default: the newest complete checkpoint whose
+    config can be read), or None.
 
     Reads the files directly (no orbax manager, so no cross-process barrier): processes may call
     it independently, e.g. while another process is already creating the checkpoint directory.
     """
     if step is None:
-        steps = complete_steps(workdir)
-        if not steps:
-            return None
-        step = steps[-1]
+        for newest in reversed(complete_steps(workdir)):
+            try:
+                return saved_config(workdir, newest)
+            except Exception as error:   # a damaged file: that step is skipped or moved aside
+                logging.warning("The config of checkpoint %d in %s cannot be read (%s)", newest,
+                                checkpoint_dir(workdir), error)
+        return None
     name_format = ocp.path.step.standard_name_format()
     item = ocp.path.step.build_step_path(checkpoint_dir(workdir), name_format, step) / _CONFIG
     if not item.exists():
@@ -138,8 +158,9 @@ def check_compatible(
 ) -> None:
     """Raises `IncompatibleCheckpointError` if the latest checkpoint has another architecture.
 
-    Compares every field of `sections` between the config saved with the latest checkpoint and
-    `config`; the message lists each difference. Reads only: the workdir is never modified.
+    Compares every field of `sections` between the config saved with the latest checkpoint
+    whose config is readable and `config`; the message lists each difference. Reads only: the
+    workdir is never modified.
     """
     saved = saved_config(workdir)
     if saved is None:
@@ -274,7 +295,24 @@ class Checkpointer:
         items = {_STATE: ocp.args.StandardSave(state)}
         if self._config is not None:
             items[_CONFIG] = ocp.args.JsonSave(self._config)
-        return self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+        try:
+            return self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+        except Exception as error:   # also a failure of the previous asynchronous save
+            raise self._write_error(step, error) from error
+
+    def _write_error(self, step: int, error: BaseException) -> CheckpointWriteError:
+        """The error to end the job with, once the saves still in flight have finished."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception:   # the save in flight failed too; the earlier ones are complete
+            pass
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        complete = complete_steps(self.workdir)
+        kept = (f"the newest complete checkpoint is {complete[-1]}" if complete
+                else "no checkpoint is complete")
+        return CheckpointWriteError(
+            f"Writing checkpoint {step} to {self.directory} failed ({type(error).__name__}: "
+            f"{reason}); {kept}, and the next start resumes from it.")
 
     def _refresh(self) -> None:
         # A read-only Checkpointer watches another job's directory; a writer knows its own steps.
@@ -303,7 +341,8 @@ class Checkpointer:
         `abstract_state` is a pytree of `jax.ShapeDtypeStruct` (with the target `sharding` for
         arrays; `sharding=None` gives numpy arrays), e.g. ``jax.eval_shape(init)`` with shardings
         attached, or concrete arrays of the right shapes. Raises FileNotFoundError if there is no
-        checkpoint, ValueError listing each mismatched leaf if the shapes do not match.
+        checkpoint, ValueError listing each mismatched leaf if the shapes do not match, and
+        `UnreadableCheckpointError` if the checkpoint's files cannot be read.
         """
         step = self.latest_step() if step is None else step
         if step is None:
@@ -311,16 +350,32 @@ class Checkpointer:
         args = ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract_state)})
         try:
             return self._manager.restore(step, args=args)[_STATE]
-        except (ValueError, KeyError, TypeError) as error:
-            saved = self._manager.item_metadata(step)[_STATE]
-            differences = shape_differences(getattr(saved, "tree", saved), abstract_state)
+        except Exception as error:   # orbax and tensorstore raise many types
+            try:
+                saved = self._manager.item_metadata(step)[_STATE]
+                differences = shape_differences(getattr(saved, "tree", saved), abstract_state)
+            except Exception:   # unreadable metadata
+                differences = []
             if not differences:
-                raise
+                raise UnreadableCheckpointError(step, self.directory, error) from error
             raise ValueError(
                 f"Checkpoint {step} in {self.directory} does not match the restore target:\n  "
                 + "\n  ".join(differences)
                 + "\nThe model config probably changed; use a new --workdir."
             ) from error
+
+    def move_aside(self, step: int) -> epath.Path:
+        """Renames checkpoint `step` to ``<step>.unreadable-<time>`` (never deletes it), so that
+        the newest readable one becomes the latest; returns the new path. Every process must
+        call it; process 0 renames, the others wait for it."""
+        source = self.directory / str(step)
+        target = self.directory / f"{step}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+        if jax.process_index() == 0:
+            source.rename(target)
+        ocp.multihost.get_barrier_sync_fn()(key=f"checkpoint_moved_aside_{step}",
+                                            timeout_ms=600_000)
+        self._manager.reload()
+        return target
 
     def keep(self, steps: Sequence[int]) -> None:
         """Never delete the checkpoints of `steps` (e.g. those before a training collapse), in
@@ -330,8 +385,12 @@ class Checkpointer:
             (self.workdir / KEPT_FILE).write_text(json.dumps(sorted(self._kept.steps)))
 
     def wait_until_finished(self) -> None:
-        """Blocks until the background save, if any, is committed."""
-        self._manager.wait_until_finished()
+        """Blocks until the background save, if any, is committed; raises
+        `CheckpointWriteError` if it failed."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as error:
+            raise self._write_error(self._manager.latest_step() or 0, error) from error
 
     def close(self) -> None:
         """Waits for pending saves and releases the manager."""
@@ -419,6 +478,23 @@ def follow_checkpoints(
         time.sleep(min(poll_seconds, remaining))
 
 
+def restored_steps(steps: Iterable[int], restore: Callable[[int], T], *,
+                   skip_unreadable: bool = True) -> Iterator[tuple[int, T]]:
+    """``(step, restore(step))`` for each of ``steps``, for eval jobs. A checkpoint that cannot
+    be read, or that training deleted (``keep_checkpoints``) before it was read, is skipped
+    with a warning (with ``skip_unreadable=False``, e.g. for a step the user named, the
+    `UnreadableCheckpointError` is raised)."""
+    for step in steps:
+        try:
+            restored = restore(step)
+        except UnreadableCheckpointError as error:
+            if not skip_unreadable:
+                raise
+            logging.warning("Skipping checkpoint %d: %s", step, error)
+            continue
+        yield step, restored
+
+
 def steps_to_evaluate(
     workdir: epath.PathLike,
     *,
@@ -431,6 +507,10 @@ def steps_to_evaluate(
     complete one when `latest_only`, else each one as training writes it (`follow_checkpoints`).
     """
     if step is not None:
+        complete = complete_steps(workdir)
+        if step not in complete:
+            raise FileNotFoundError(f"Checkpoint {step} in {checkpoint_dir(workdir)} does not "
+                                    f"exist; complete checkpoints: {complete or 'none'}.")
         return [step]
     if latest_only:
         return complete_steps(workdir)[-1:]

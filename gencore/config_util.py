@@ -1,15 +1,20 @@
-"""Load ml_collections configs named ``path/to/file.py[:variant]`` outside absl flags too, and
-the parameter-count summary command of ``biggan.summary`` / ``diffusion.summary``."""
+"""Load ml_collections configs named ``path/to/file.py[:variant]`` outside absl flags too,
+check ``--config`` and its ``--config.<section>.<field>=`` overrides before anything else runs,
+and the parameter-count summary command of ``biggan.summary`` / ``diffusion.summary``."""
 
+import difflib
 import importlib.util
 import json
 import os
 import pathlib
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
+
+from gencore.console import stop_on_error
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -22,6 +27,51 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module.get_config(arg or None)
+
+
+def unknown_override(config: ml_collections.ConfigDict, path: str) -> str | None:
+    """Why ``--config.<path>`` names no field of ``config`` (the valid names at the first
+    unknown part and the closest one), or None if it does."""
+    node: object = config
+    parts = path.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict):
+            return None   # inside a field's own value (e.g. a tuple index): ml_collections checks
+        if part not in node:
+            where = ".".join(["config", *parts[:depth]])
+            names = sorted(node.keys())
+            close = difflib.get_close_matches(part, names, n=1, cutoff=0.5)
+            hint = f" Did you mean {where}.{close[0]}?" if close else ""
+            return (f"Unknown config field --config.{path}: {where} has no field {part!r}.{hint} "
+                    f"Its fields: {', '.join(names)}.")
+        node = node[part]
+    return None
+
+
+def check_config_arguments(argv: Sequence[str] | None = None, flag: str = "config") -> None:
+    """Exits with one line if ``--<flag>=FILE[:variant]`` in ``argv`` (default ``sys.argv``)
+    cannot be loaded (missing file, unknown variant, a config error), or if a
+    ``--<flag>.<path>=`` override names no field of it (the line names the valid fields and the
+    closest one). Call it before ``app.run``: it runs before any model is built."""
+    argv = sys.argv if argv is None else argv
+    spec, paths = None, []
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{flag}="):
+            spec = arg.split("=", 1)[1]
+        elif arg == f"--{flag}" and i + 1 < len(argv):
+            spec = argv[i + 1]
+        elif arg.startswith(f"--{flag}."):
+            paths.append(arg[len(flag) + 3:].split("=", 1)[0])
+    if spec is None:
+        return
+    try:
+        config = load_config(spec)
+    except Exception as error:
+        sys.exit(f"--{flag}={spec}: {type(error).__name__}: {error}")
+    for path in paths:
+        problem = unknown_override(config, path)
+        if problem:
+            sys.exit(problem)
 
 
 def config_variants(config_dir: str | pathlib.Path) -> list[str]:
@@ -69,4 +119,5 @@ def summary_main(config_dir: str | pathlib.Path, family: str,
         print(f"config: {flags.FLAGS['config'].config_filename}  ({s['paper_source']})")
         print(report(s))
 
-    app.run(main)
+    check_config_arguments()
+    app.run(stop_on_error("summary", main))

@@ -5,13 +5,16 @@ checkpoint chatter) to `<workdir>/logs/<job>.log` (process p > 0: `<job>.p<p>.lo
 bucket workdir, a local file in the temp directory, whose path is printed). Warnings and errors
 still reach the console. `-v 1` (absl's `--verbosity`) keeps the whole INFO log on the console
 instead. `say(message)` prints one line on process 0's console and writes it to the log;
-`progress_line` is the training loop's report every `log_every` steps.
+`progress_line` is the training loop's report every `log_every` steps. `stop_on_error(job,
+main)` ends a job that raises with one console line naming the error (the traceback goes to
+the log file, or to the console with `-v 1`).
 """
 
+import io
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 from absl import flags, logging
@@ -19,16 +22,26 @@ from etils import epath
 
 from gencore.metric_writer import is_local
 
-_state = {"log_to_console": True}
+_state: dict = {"log_to_console": True, "log_path": None}
 
 
-def setup_job_logging(workdir: str, job: str) -> str | None:
-    """Routes the INFO log to the job's log file unless ``--verbosity`` >= 1; returns its path
-    (None when the log stays on the console)."""
+def setup_job_logging(workdir: str, job: str,
+                      setup_process: Callable[[], None] | None = None) -> str | None:
+    """Routes the INFO log to the job's log file unless ``--verbosity`` >= 1, after running
+    ``setup_process`` (the process flags; what it and JAX's start-up log goes to the file
+    too); returns the file's path (None when the log stays on the console)."""
     verbose = flags.FLAGS.is_parsed() and flags.FLAGS.verbosity >= 1
     _state["log_to_console"] = verbose
+    handler = logging.get_absl_handler().python_handler
+    held = io.StringIO()
     if verbose:
         logging.set_stderrthreshold("info")
+    else:
+        logging.set_stderrthreshold("warning")
+        handler.setStream(held)   # until the file's name (the process index) is known
+    if setup_process:
+        setup_process()
+    if verbose:
         return None
     index = jax.process_index()
     name = f"{job}.log" if index == 0 else f"{job}.p{index}.log"
@@ -37,11 +50,30 @@ def setup_job_logging(workdir: str, job: str) -> str | None:
         path.parent.mkdir(parents=True, exist_ok=True)
     else:
         path = epath.Path(tempfile.gettempdir()) / f"{job}-{os.getpid()}-{name}"
-    handler = logging.get_absl_handler().python_handler
-    handler.setStream(open(path, "a"))  # noqa: SIM115 (open for the life of the job)
-    logging.set_stderrthreshold("warning")
+    log = open(path, "a")  # noqa: SIM115 (open for the life of the job)
+    log.write(held.getvalue())
+    handler.setStream(log)
+    _state["log_path"] = str(path)
     say(f"{job}: detailed log in {path}")
     return str(path)
+
+
+def stop_on_error(job: str, main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    """``main`` for ``app.run``: an exception ends the job with exit status 1 and one line,
+    '<job> failed: <type>: <message>', on the console; the traceback goes to the log."""
+
+    def run(argv: list[str]) -> None:
+        try:
+            main(argv)
+        except Exception as error:
+            verbose = flags.FLAGS.is_parsed() and flags.FLAGS.verbosity >= 1
+            if _state["log_path"] or verbose:   # the log file, or the console when asked for
+                logging.info("%s failed", job, exc_info=True)
+            where = (f" (traceback in {_state['log_path']})" if _state["log_path"]
+                     else "" if verbose else " (-v 1 shows the traceback)")
+            sys.exit(f"{job} failed: {type(error).__name__}: {error}{where}")
+
+    return run
 
 
 def say(message: str) -> None:

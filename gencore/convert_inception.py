@@ -23,6 +23,7 @@ from absl import app, flags
 from flax import traverse_util
 
 from gencore import inception
+from gencore.console import stop_on_error
 
 _BN_NAMES = {
     "weight": ("params", "scale"),
@@ -63,6 +64,9 @@ def state_dict_to_flat_variables(state_dict: Mapping[str, Any]) -> dict[str, np.
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a name -> array mapping from a PyTorch .pth (needs torch) or an .npz file."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--input={path} does not exist: pass pytorch-fid's "
+                                f"{inception.PTH_NAME} (or an .npz of it).")
     if path.suffix == ".npz":
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
@@ -70,8 +74,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         import torch
     except ImportError as e:
         raise ImportError(
-            "Reading a .pth file needs PyTorch: pip install torch==2.13.0 (CPU build), or pass an "
-            ".npz with the same name -> array mapping."
+            "Reading a .pth file needs PyTorch: pip install -e '.[torch]', or pass an .npz with "
+            "the same name -> array mapping."
         ) from e
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     return {k: v.detach().cpu().numpy() for k, v in state_dict.items()}
@@ -95,4 +99,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("input", None, f"pytorch-fid's {inception.PTH_NAME} (or an .npz).")
     flags.DEFINE_string("output", None, "Where to write the Flax weights (.npz).")
     flags.mark_flags_as_required(["input", "output"])
-    app.run(main)
+    app.run(stop_on_error("convert_inception", main))

@@ -25,9 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
+from absl import app, flags, logging
 
 from gencore import tree_npz
+from gencore.console import stop_on_error
 from gencore.inception import resize_bilinear
 
 RESOLUTION = 32
@@ -174,10 +175,18 @@ def save_classifier(params: Any, info: dict[str, Any], path: str | os.PathLike) 
 def load_or_train(
     path: str | os.PathLike | None = None, train_if_missing: bool = True
 ) -> DigitsClassifierExtractor:
-    """Loads the cached classifier (default `default_cache_path()`); trains, caches it if absent."""
+    """Loads the cached classifier (default `default_cache_path()`); trains and caches it if it
+    is absent or damaged."""
     path = Path(path) if path else default_cache_path()
     if path.is_file():
-        params, info = tree_npz.load_tree(path)
+        try:
+            params, info = tree_npz.load_tree(path)
+        except tree_npz.DamagedFileError as error:
+            if not train_if_missing:
+                raise
+            logging.warning("%s Training the classifier again.", error)
+            path.unlink()
+            return load_or_train(path)
         if info.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a {_FORMAT} classifier (metadata {info}); delete it.")
         return DigitsClassifierExtractor(params, info)
@@ -202,4 +211,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", None, "Where to cache the classifier (default: see docstring).")
     flags.DEFINE_integer("epochs", 20, "Training epochs over the 80% training split.")
     flags.DEFINE_integer("seed", 0, "Seed of the split, the initialisation and the batches.")
-    app.run(main)
+    app.run(stop_on_error("digits_classifier", main))

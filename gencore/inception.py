@@ -41,7 +41,7 @@ MISSING_WEIGHTS_HELP = (
     "The FID Inception weights are not available offline. Download pytorch-fid's "
     f"'{PTH_NAME}' (GitHub release 'fid_weights' of mseitzer/pytorch-fid), convert it with\n"
     f"    python -m gencore.convert_inception --input={PTH_NAME} --output=inception_fid.npz\n"
-    "(needs torch: pip install torch==2.13.0), then set config.eval.inception_weights or the "
+    "(needs torch: pip install -e '.[torch]'), then set config.eval.inception_weights or the "
     f"environment variable {WEIGHTS_ENV_VAR} to the .npz path."
 )
 

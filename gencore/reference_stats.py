@@ -23,10 +23,11 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gencore import metrics, tree_npz
+from gencore.console import stop_on_error
 from gencore.feature_extractors import FeatureExtractor, create_feature_extractor, extract_features
 
 CACHE_ENV_VAR = "REFERENCE_STATS_DIR"
@@ -133,7 +134,8 @@ def load_or_compute_reference_stats(
     batch_size: int = 250,
     overwrite: bool = False,
 ) -> ReferenceStats:
-    """Loads the cached statistics of `split`, computing and caching them first if absent.
+    """Loads the cached statistics of `split`, computing and caching them first if absent (or
+    damaged).
 
     A cached file made with another extractor or split is an error, not silently reused.
     """
@@ -143,7 +145,12 @@ def load_or_compute_reference_stats(
         else default_path(data_config.name, data_config.resolution, split, extractor.name)
     )
     if path.is_file() and not overwrite:
-        stats = ReferenceStats.load(path)
+        try:
+            stats = ReferenceStats.load(path)
+        except tree_npz.DamagedFileError as error:
+            logging.warning("%s Computing the statistics again.", error)
+            return load_or_compute_reference_stats(data_config, extractor, split, path,
+                                                   num_examples, batch_size, overwrite=True)
         if (stats.extractor, stats.split) != (extractor.name, split):
             raise ValueError(
                 f"{path} holds statistics of {stats.describe()}, not of split '{split}' in the "
@@ -197,4 +204,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", None, "Output .npz (default: see the module docstring).")
     flags.DEFINE_bool("overwrite", False, "Recompute even if the output exists.")
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(stop_on_error("reference_stats", main))

@@ -23,8 +23,13 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from gencore.checkpoint import Checkpointer, mark_training_finished
-from gencore.console import progress_line, say, setup_job_logging
+from gencore.checkpoint import (
+    Checkpointer,
+    UnreadableCheckpointError,
+    mark_training_finished,
+)
+from gencore.config_util import check_config_arguments
+from gencore.console import progress_line, say, setup_job_logging, stop_on_error
 from gencore.hooks import PeriodicHook
 from gencore.images import image_grid, save_png
 from gencore.metric_writer import MetricWriter
@@ -74,11 +79,11 @@ def train_main(default_config: str,
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-        setup_process()
-        setup_job_logging(workdir.value, "train")
+        setup_job_logging(workdir.value, "train", setup_process)
         train_and_evaluate(config.value, workdir.value)
 
-    app.run(main)
+    check_config_arguments()
+    app.run(stop_on_error("train", main))
 
 
 COMPILE_BARRIER_TIMEOUT_S = 1800
@@ -116,6 +121,22 @@ def abstract_like(state: Any) -> Any:
     """Shapes, dtypes and shardings of ``state``, as a restore target."""
     return jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def restore_newest_readable(checkpointer: Checkpointer, state: Any) -> Any:
+    """The newest checkpoint that can be read, restored into the structure of ``state`` (or
+    ``state`` itself if there is none). An unreadable one is moved aside (never deleted) with a
+    warning naming it and why, and the previous one is tried."""
+    for step in reversed(checkpointer.all_steps()):
+        try:
+            restored = checkpointer.restore(abstract_like(state), step)
+        except UnreadableCheckpointError as error:
+            aside = checkpointer.move_aside(step)
+            logging.warning("%s. Moved it to %s; trying the previous checkpoint.", error, aside)
+            continue
+        say(f"Resuming from the checkpoint at step {step} in {checkpointer.directory}")
+        return restored
+    return state
 
 
 def run_hooks(hooks: Sequence[PeriodicHook], step: int, state: Any, scalars: dict[str, float],
@@ -162,13 +183,12 @@ def run_training(
     train = config.train
     checkpointer = Checkpointer(workdir, config=config, save_every=train.checkpoint_every,
                                 max_to_keep=train.keep_checkpoints)
-    latest = checkpointer.latest_step()
-    batches = batches_from(latest or 0)     # a missing dataset fails here, before any compile
-    state = init_state()
-    if latest is not None:
-        say(f"Resuming from the checkpoint at step {latest} in {workdir}")
-        state = checkpointer.restore(abstract_like(state), latest)
+    latest = checkpointer.latest_step() or 0
+    batches = batches_from(latest)     # a missing dataset fails here, before any compile
+    state = restore_newest_readable(checkpointer, init_state())
     first = int(jax.device_get(state.step))
+    if first != latest:
+        batches = batches_from(first)
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     if first == 0:
         writer.write_hparams(dict(config.to_dict()["train"]))

@@ -19,6 +19,10 @@ from flax import traverse_util
 _METADATA_KEY = "__metadata__"
 
 
+class DamagedFileError(ValueError):
+    """A weights or statistics file exists but cannot be read (truncated, not an .npz, ...)."""
+
+
 def save_tree(
     tree: Mapping[str, Any], path: str | os.PathLike, metadata: Mapping[str, Any] | None = None
 ) -> Path:
@@ -36,10 +40,20 @@ def save_tree(
 
 
 def load_flat(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Reads `save_tree`'s file as (flat 'a/b/c' -> array dict, metadata)."""
-    with np.load(path, allow_pickle=False) as data:
-        flat = {k: data[k] for k in data.files if k != _METADATA_KEY}
-        metadata = json.loads(str(data[_METADATA_KEY])) if _METADATA_KEY in data.files else {}
+    """Reads `save_tree`'s file as (flat 'a/b/c' -> array dict, metadata). Raises
+    FileNotFoundError if it is missing, `DamagedFileError` naming it if it cannot be read."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} does not exist.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            flat = {k: data[k] for k in data.files if k != _METADATA_KEY}
+            metadata = (json.loads(str(data[_METADATA_KEY])) if _METADATA_KEY in data.files
+                        else {})
+    except Exception as error:   # zipfile, zlib, numpy and json errors alike
+        raise DamagedFileError(
+            f"{path} is damaged: it cannot be read as an .npz of arrays "
+            f"({type(error).__name__}: {error}). Write it again (or delete it if it is a cache)."
+        ) from error
     return flat, metadata
 
 

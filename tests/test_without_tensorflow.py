@@ -1,5 +1,5 @@
 """The core runs without TensorFlow, tensorflow-datasets and clu: both digits main jobs train a
-few steps in subprocesses where they cannot be imported (`no_tensorflow.py`), write
+few steps in subprocesses where they cannot be imported (`run_restricted.py --no-tensorflow`), write
 TensorBoard files that TensorBoard's own reader reads back, print progress lines and keep
 orbax's log off the console; every entry point imports; a tfds dataset asks for the extra.
 The eval and sample commands under the same blocker are in the slow tier."""
@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from gencore import digits_classifier
 
-RUNNER = str(REPO / "tests" / "no_tensorflow.py")
+RUNNER = str(REPO / "tests" / "run_restricted.py")
 JOBS = {
     "biggan": ("configs/biggan/digits.py", {
         "model.g_ch": 4, "model.d_ch": 4, "model.z_dim": 16, "model.shared_dim": 8,
@@ -40,8 +40,9 @@ ENTRY_POINTS = ["biggan.main", "biggan.eval", "biggan.sample", "biggan.summary",
 
 
 def run_blocked(module, *args, env=None):
-    """``python tests/no_tensorflow.py <module> <args>``: asserts exit 0; (stdout, stderr)."""
-    done = subprocess.run([sys.executable, RUNNER, module, *args], capture_output=True,
+    """``run_restricted.py --no-tensorflow <module> <args>``: asserts exit 0; (stdout, stderr)."""
+    done = subprocess.run([sys.executable, RUNNER, "--no-tensorflow", module, *args],
+                          capture_output=True,
                           text=True, timeout=JOB_TIMEOUT_S, env=env or worker_env(), cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout, done.stderr
@@ -57,7 +58,7 @@ def test_entry_points_import_without_tensorflow():
     code = "; ".join(f"import {m}" for m in ENTRY_POINTS)
     done = subprocess.run(
         [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO / 'tests')!r}); "
-         "import no_tensorflow; no_tensorflow.block_tensorflow(); "
+         "import run_restricted; run_restricted.block_tensorflow(); "
          + code], capture_output=True, text=True, timeout=JOB_TIMEOUT_S, env=worker_env(),
         cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
