@@ -59,7 +59,9 @@ def feature_spaces(config: ml_collections.ConfigDict) -> list[Any]:
     except InceptionWeightsNotFoundError as error:
         if config.data.name != "digits":
             raise
-        logging.warning("No Inception metrics: %s", error)
+        logging.info("No Inception metrics: %s", error)
+        say("No Inception weights configured: digits-classifier metrics only (how to add "
+            "Inception FID / IS: see the log).")
     if config.data.name == "digits":
         spaces.append(feature_extractors.create_feature_extractor("digits_classifier"))
     return spaces

@@ -39,7 +39,7 @@ from biggan.eval import restore_generator
 from biggan.latents import draw_z
 from gencore import checkpoint, sharding
 from gencore.config_util import check_config_arguments
-from gencore.console import stop_on_error
+from gencore.console import setup_job_logging, stop_on_error
 from gencore.images import save_image_grid
 
 Sampler = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -206,6 +206,7 @@ MODES = ("sheet", "classwise", "interp_pairs", "interp_classes")
 def main(argv: list[str]) -> None:
     del argv
     flag = flags.FLAGS
+    setup_job_logging(flag.workdir, "sample")
     classes = [int(c) for c in flag.classes]
     if flag.workdir:
         generator = checkpoint_generator(flag.workdir, flag.truncation, flag.step, flag.config,

@@ -143,11 +143,11 @@ def main(argv: list[str]) -> None:
     check_bpd_split(config)
     out_dir = epath.Path(workdir) / "eval"
     writer = MetricWriter(str(out_dir), enabled=jax.process_index() == 0)
-    steps = checkpoint.steps_to_evaluate(workdir, step=f.step, latest_only=f.once,
-                                         poll_seconds=f.poll_seconds,
-                                         timeout_seconds=f.timeout_seconds)
+    checkpoint_steps = checkpoint.steps_to_evaluate(
+        workdir, step=f.step, latest_only=f.once, poll_seconds=f.poll_seconds,
+        timeout_seconds=f.timeout_seconds)
     for step, params in checkpoint.restored_steps(
-            steps, lambda step: restore_ema_params(config, workdir, step),
+            checkpoint_steps, lambda step: restore_ema_params(config, workdir, step),
             skip_unreadable=f.step is None):
         results = evaluate(config, params, sampler=sampler, steps=steps, guidances=guidances,
                            num_samples=num_samples)

@@ -19,7 +19,7 @@ from diffusion import model as dmodel
 from diffusion.sampling import METHODS
 from diffusion.train import restore_ema_params, run_config
 from gencore.config_util import check_config_arguments
-from gencore.console import stop_on_error
+from gencore.console import setup_job_logging, stop_on_error
 from gencore.images import save_image_grid
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
@@ -38,6 +38,7 @@ _OUT = flags.DEFINE_string("out", "samples.png", "Output .png sheet or .npz.")
 
 def main(argv: list[str]) -> None:
     del argv
+    setup_job_logging(_WORKDIR.value, "sample")
     config = run_config(_WORKDIR.value, _STEP.value, _CONFIG.value)
     params = restore_ema_params(config, _WORKDIR.value, _STEP.value)
     num = _NUM.value

@@ -2,9 +2,9 @@
 
 `setup_job_logging(workdir, job)` sends absl's INFO log (the job's details and orbax's
 checkpoint chatter) to `<workdir>/logs/<job>.log` (process p > 0: `<job>.p<p>.log`; for a
-bucket workdir, a local file in the temp directory, whose path is printed). Warnings and errors
-still reach the console. `-v 1` (absl's `--verbosity`) keeps the whole INFO log on the console
-instead. `say(message)` prints one line on process 0's console and writes it to the log;
+bucket workdir or none, a local file in the temp directory, whose path is printed). Warnings
+and errors still reach the console. `-v 1` (absl's `--verbosity`) keeps the whole INFO log on
+the console instead. `say(message)` prints one line on process 0's console and writes it to the log;
 `progress_line` is the training loop's report every `log_every` steps. `stop_on_error(job,
 main)` ends a job that raises with one console line naming the error (the traceback goes to
 the log file, or to the console with `-v 1`).
@@ -25,7 +25,7 @@ from gencore.metric_writer import is_local
 _state: dict = {"log_to_console": True, "log_path": None}
 
 
-def setup_job_logging(workdir: str, job: str,
+def setup_job_logging(workdir: str | None, job: str,
                       setup_process: Callable[[], None] | None = None) -> str | None:
     """Routes the INFO log to the job's log file unless ``--verbosity`` >= 1, after running
     ``setup_process`` (the process flags; what it and JAX's start-up log goes to the file
@@ -45,7 +45,7 @@ def setup_job_logging(workdir: str, job: str,
         return None
     index = jax.process_index()
     name = f"{job}.log" if index == 0 else f"{job}.p{index}.log"
-    if is_local(workdir):
+    if workdir and is_local(workdir):
         path = epath.Path(workdir) / "logs" / name
         path.parent.mkdir(parents=True, exist_ok=True)
     else:
