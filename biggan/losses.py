@@ -81,17 +81,32 @@ def r1_penalty(d_logits: Callable[[jax.Array], jax.Array], real: jax.Array) -> j
     return jnp.mean(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1))
 
 
+def off_diagonal_gram_norm(w: jax.Array) -> jax.Array:
+    """||W^T W (.) (1 - I)||_F^2 for W [n, m], computed through the smaller Gram matrix.
+
+    ||W^T W||_F^2 = ||W W^T||_F^2 (both are the sum of sigma^4), and the masked diagonal holds
+    the squared column norms, so for n < m the value is ||W W^T||_F^2 - sum_j ||w_j||^4 with an
+    [n, n] Gram matrix instead of [m, m] (G's first linear layer: 20 x 24576 at 128px). With
+    n < m the columns cannot be orthogonal, so the subtraction loses no precision that matters.
+    """
+    if w.shape[0] >= w.shape[1]:
+        gram = w.T @ w
+        return jnp.sum(jnp.square(gram * (1.0 - jnp.eye(gram.shape[0], dtype=gram.dtype))))
+    column_norms = jnp.sum(jnp.square(w), axis=0)
+    return jnp.sum(jnp.square(w @ w.T)) - jnp.sum(jnp.square(column_norms))
+
+
 def orthogonal_regularization(params: dict, exclude: tuple[str, ...] = ("shared_embedding",)
                               ) -> jax.Array:
     """Eq. 3 without beta: sum over weight matrices W of ||W^T W (.) (1 - I)||_F^2.
 
     Every parameter with two or more dimensions counts (conv kernels [kh,kw,in,out] reshaped to
     [kh*kw*in, out], so W^T W compares output filters); top-level modules in ``exclude`` (G's
-    shared embedding, as in BigGAN-PyTorch) are skipped.
+    shared embedding, as in BigGAN-PyTorch) are skipped. Its gradient, by autodiff of Eq. 3, is
+    4 W (W^T W (.) (1 - I)) per matrix: BigGAN-PyTorch's hand-written ortho gradient is half
+    of that, so its ``--G_ortho s`` is ``config.train.ortho_reg = s / 2`` here.
     """
     total = jnp.zeros((), jnp.float32)
     for w in weight_paths(params, exclude).values():
-        w = as_matrix(w)
-        gram = w.T @ w
-        total += jnp.sum(jnp.square(gram * (1.0 - jnp.eye(gram.shape[0], dtype=gram.dtype))))
+        total += off_diagonal_gram_norm(as_matrix(w))
     return total

@@ -93,6 +93,22 @@ def test_orthogonal_regularization():
     assert float(losses.orthogonal_regularization(params)) == pytest.approx(2.0)
 
 
+@pytest.mark.parametrize("shape", [(20, 300), (3, 3, 8, 40), (300, 20), (16, 16)])
+def test_small_gram_ortho_reg_equals_the_direct_formula(shape):
+    """Through W W^T when W has fewer rows than columns: same value and gradient as
+    ||W^T W (.) (1 - I)||^2 formed directly."""
+    def direct(w):
+        gram = w.reshape(-1, w.shape[-1]).T @ w.reshape(-1, w.shape[-1])
+        return jnp.sum(jnp.square(gram * (1.0 - jnp.eye(gram.shape[0]))))
+
+    w = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32) / 4
+    ours = jax.value_and_grad(lambda w: losses.orthogonal_regularization({"a": {"kernel": w}}))
+    value, grad = ours(w)
+    want_value, want_grad = jax.value_and_grad(direct)(w)
+    np.testing.assert_allclose(value, want_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-6 * float(abs(want_grad).max()))
+
+
 @pytest.mark.parametrize("overrides,message", [
     ({"train.batch_size": 12}, r"batch_size=12 .*devices \(8\)"),
     ({"train.grad_accum": 3}, r"grad_accum=3"),

@@ -46,7 +46,8 @@ def biggan_config(*, resolution: int = 128, batch_size: int = 2048, g_ch: int = 
         g_lr=5e-5, d_lr=2e-4,    # Appendix C
         adam_b1=0.0, adam_b2=0.999,
         adam_eps=1e-6,           # not stated in the paper; BigGAN-PyTorch's ImageNet scripts
-        ortho_reg=ortho_reg,     # Eq. 3, beta = 1e-4 (0 disables)
+        ortho_reg=ortho_reg,     # Eq. 3's beta = 1e-4 (0 disables); autodiff of Eq. 3
+                                 # (BigGAN-PyTorch's --G_ortho s is ortho_reg = s / 2)
         ema_decay=0.9999, ema_start=20_000,   # EMA start as in BigGAN-PyTorch
         loss="hinge",            # 'hinge' | 'non_saturating' | 'minimax' | 'wasserstein'
         latent="normal",         # Appendix E latent distribution for training
