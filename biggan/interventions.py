@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from biggan import losses
 from gencore import spectra
 
 SIGMA_NETS = ("G", "D", "GD")
@@ -77,6 +78,34 @@ def sigma0_clamped(train: ml_collections.ConfigDict, params: Any, spectral: Any)
     """Eq. 4 applied to every weight matrix of ``params``."""
     return spectra.clamp_sigma0(params, spectral, train.sigma_target, train.sigma_ratio,
                                 train.sigma_iterations)
+
+
+Regularizer = Callable[[Any, Any], tuple[Any, jax.Array]]
+"""(grads, params) -> (grads + strength * grad penalty(params), penalty(params))."""
+
+
+def gradient_penalties(train: ml_collections.ConfigDict, net: str, spectral: Any
+                       ) -> list[tuple[str, Regularizer]]:
+    """The data-independent penalties added to ``net``'s device-mean gradient, in order, each
+    with its metric name: Eq. 3's orthogonal regularization (G, ``ortho_reg``) and Sec. 4.1's
+    sigma0 penalty (``sigma_reg`` on the nets of ``sigma_nets``)."""
+    penalties: list[tuple[str, Regularizer]] = []
+    if net == "G" and train.ortho_reg:
+        penalties.append(("ortho_reg", lambda grads, params: add_regularizer(
+            grads, losses.orthogonal_regularization, params, train.ortho_reg)))
+    if acts_on(train, net)[0]:
+        penalties.append((f"{net.lower()}_sigma_reg", lambda grads, params: sigma0_regularized(
+            train, grads, params, spectral)))
+    return penalties
+
+
+def projection(train: ml_collections.ConfigDict, net: str, spectral: Any
+               ) -> Callable[[Any], Any]:
+    """What follows each update of ``net``'s parameters: Eq. 4's clamp with ``sigma_clamp``,
+    else the identity."""
+    if acts_on(train, net)[1]:
+        return lambda params: sigma0_clamped(train, params, spectral)
+    return lambda params: params
 
 
 def unless_frozen(step: jax.Array, freeze_step: int, updated: Any, current: Any) -> Any:

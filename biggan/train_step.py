@@ -1,5 +1,11 @@
 """BigGAN's train step: ``num_d_steps`` D updates then one G update (Sec. 3, Appendix C).
 
+Read it from the top: `d_gradient` / `g_gradient` (the losses on one micro-batch),
+`accumulated_gradient` (micro-batches, then the device mean), `optimizer_update` (Eq. 3's and
+Sec. 4.1's penalties, Adam, Eq. 4's clamp, Appendix G.1's freezing), `d_update` / `g_update`,
+`ema_update`, and `per_device_step`, which is Sec. 3's loop; `make_train_step` draws the global
+latents and runs it under ``jax.shard_map``.
+
 The step is a pure function ``(TrainState, batch) -> (TrainState, metrics)`` compiled with
 ``jax.jit`` over a device mesh and written per device with ``jax.shard_map``: each device
 sees its slice of the batch, and every cross-device reduction is explicit — gradient means
@@ -15,6 +21,8 @@ Batch layout: images [num_d_steps, grad_accum, micro_batch, R, R, 3] and labels
 D update uses its own slice of real images, averaged over ``grad_accum`` micro-batches.
 """
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -108,157 +116,224 @@ def mean_over_devices(tree: Any) -> Any:
     return jax.lax.pmean(tree, DATA_AXES)
 
 
+@dataclasses.dataclass(frozen=True)
+class StepParts:
+    """What the step needs besides the state: the networks, optimisers and losses built from
+    ``config`` (Appendix C), and ``config.train`` for the switches."""
+
+    G: Any
+    D: Any
+    g_tx: optax.GradientTransformation
+    d_tx: optax.GradientTransformation
+    d_loss: Callable
+    g_loss: Callable
+    train: ml_collections.ConfigDict
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> "StepParts":
+        train = config.train
+        g_tx, d_tx = optimizers(train)
+        d_loss, g_loss = losses.get_losses(train.loss, train.hinge_margin)
+        return cls(G=models.build_generator(config.model, axis_name=BN_AXIS),
+                   D=models.build_discriminator(config.model, dropout_rate=train.d_dropout),
+                   g_tx=g_tx, d_tx=d_tx, d_loss=d_loss, g_loss=g_loss, train=train)
+
+
+def generate(parts: StepParts, g_params: Any, g_state: Any, z: jax.Array, y: jax.Array
+             ) -> tuple[jax.Array, Any]:
+    """G(z, y) in training mode (batch statistics); returns images and G's updated state."""
+    return parts.G.apply({"params": g_params, **g_state}, z, y, train=True,
+                         mutable=[BATCH_STATS, SPECTRAL])
+
+
+def d_gradient(parts: StepParts, d_params: Any, g_params: Any, states: tuple, batch: list,
+               probability: jax.Array | None) -> tuple[Any, tuple, dict]:
+    """D's gradient on one micro-batch: the D loss (hinge, Sec. 3) on real images and fresh
+    fakes, plus Eq. 5's R1 penalty with ``r1_gamma``. D sees both through DiffAugment with
+    ADA's ``probability`` (None: always). Returns (grads, (d_state, g_state), metrics)."""
+    train = parts.train
+    d_state, g_state = states
+    real, real_y, z, fake_y, augment_key, dropout_key = batch
+    fake, g_state = generate(parts, g_params, g_state, z, fake_y)
+    fake_key, real_key = jax.random.split(augment_key)
+    fake = diffaugment.augment(jax.lax.stop_gradient(fake), fake_key, train.diffaugment,
+                               probability)
+    real = diffaugment.augment(real, real_key, train.diffaugment, probability)
+
+    def loss(params):
+        def discriminate(images, labels):
+            return parts.D.apply({"params": params, **d_state}, images, labels, train=True,
+                                 mutable=[SPECTRAL], rngs={"dropout": dropout_key})
+
+        logits, new_state = discriminate(jnp.concatenate([fake, real]),
+                                         jnp.concatenate([fake_y, real_y]))
+        fake_logits, real_logits = jnp.split(logits, 2)
+        loss_real, loss_fake = parts.d_loss(real_logits, fake_logits)
+        metrics = dict(d_loss_real=loss_real, d_loss_fake=loss_fake,
+                       d_real=jnp.mean(real_logits), d_fake=jnp.mean(fake_logits),
+                       d_real_sign=jnp.mean(jnp.sign(real_logits)))
+        total = loss_real + loss_fake
+        if train.r1_gamma:   # Eq. 5 on the real images D sees
+            r1 = losses.r1_penalty(lambda x: discriminate(x, real_y)[0], real)
+            total += 0.5 * train.r1_gamma * r1
+            metrics["r1"] = r1
+        return total, (new_state, metrics)
+
+    grads, (d_state, metrics) = jax.grad(loss, has_aux=True)(d_params)
+    return grads, (d_state, g_state), metrics
+
+
+def g_gradient(parts: StepParts, g_params: Any, d_params: Any, states: tuple, batch: list,
+               probability: jax.Array | None) -> tuple[Any, tuple, dict]:
+    """G's gradient on one micro-batch of fresh latents, D seeing the fakes through DiffAugment.
+    Returns (grads, (g_state, d_state), metrics)."""
+    g_state, d_state = states
+    z, y, augment_key, dropout_key = batch
+
+    def loss(params):
+        fake, new_g_state = generate(parts, params, g_state, z, y)
+        fake = diffaugment.augment(fake, augment_key, parts.train.diffaugment, probability)
+        logits, new_d_state = parts.D.apply({"params": d_params, **d_state}, fake, y,
+                                            train=True, mutable=[SPECTRAL],
+                                            rngs={"dropout": dropout_key})
+        g_loss = parts.g_loss(logits)
+        return g_loss, ((new_g_state, new_d_state), dict(g_loss=g_loss))
+
+    grads, (states, metrics) = jax.grad(loss, has_aux=True)(g_params)
+    return grads, states, metrics
+
+
+def accumulated_gradient(gradient: Callable, states: tuple, micro_batches: list,
+                         accum: int) -> tuple[Any, tuple, dict]:
+    """Mean of ``gradient(states, micro_batch)`` over the ``accum`` micro-batches (leading
+    axis), threading the model states through them in order; then the mean over devices.
+
+    Python loops, not lax.scan: XLA:CPU runs weight-gradient convolutions inside while loops
+    on a naive path (measured 100x slower); the trip counts here are small."""
+    grad_sum, all_metrics = None, []
+    for m in range(accum):
+        grads, states, metrics = gradient(states, [x[m] for x in micro_batches])
+        grad_sum = grads if grad_sum is None else jax.tree_util.tree_map(jnp.add, grad_sum,
+                                                                         grads)
+        all_metrics.append(metrics)
+    grads = mean_over_devices(jax.tree_util.tree_map(lambda g: g / accum, grad_sum))
+    return grads, states, mean_of(all_metrics)
+
+
+def optimizer_update(tx: optax.GradientTransformation, params: Any, opt_state: Any,
+                     grads: Any, penalties: list, project: Callable[[Any], Any],
+                     freeze_step: int, step: jax.Array) -> tuple[Any, Any, dict]:
+    """One Adam update of a net: the data-independent penalties added to the device-mean
+    gradient (Eq. 3, Sec. 4.1), the optimizer, the projection after it (Eq. 4), and no change
+    at all once ``step >= freeze_step`` (Appendix G.1). Returns (params, opt_state, metrics of
+    the penalties)."""
+    metrics = {}
+    for name, penalize in penalties:
+        grads, metrics[name] = penalize(grads, params)
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    new_params = project(optax.apply_updates(params, updates))
+    new_params, new_opt_state = interventions.unless_frozen(
+        step, freeze_step, (new_params, new_opt_state), (params, opt_state))
+    return new_params, new_opt_state, metrics
+
+
+def d_update(parts: StepParts, state: TrainState, d_params: Any, d_opt_state: Any,
+             states: tuple, batch: list, probability: jax.Array | None
+             ) -> tuple[Any, Any, tuple, dict]:
+    """One of the ``num_d_steps`` D updates of Sec. 3 (G fixed at ``state.g_params``)."""
+    train = parts.train
+    grads, states, metrics = accumulated_gradient(
+        lambda s, b: d_gradient(parts, d_params, state.g_params, s, b, probability),
+        states, batch, train.grad_accum)
+    metrics["d_grad_norm"] = optax.global_norm(grads)
+    d_spectral = states[0][SPECTRAL]
+    d_params, d_opt_state, penalties = optimizer_update(
+        parts.d_tx, d_params, d_opt_state, grads,
+        interventions.gradient_penalties(train, "D", d_spectral),
+        interventions.projection(train, "D", d_spectral), train.freeze_d_step, state.step)
+    return d_params, d_opt_state, states, {**metrics, **penalties}
+
+
+def g_update(parts: StepParts, state: TrainState, d_params: Any, states: tuple, batch: list,
+             probability: jax.Array | None) -> tuple[Any, Any, tuple, dict]:
+    """The G update of Sec. 3 against the updated D."""
+    train = parts.train
+    grads, (g_state, d_state), metrics = accumulated_gradient(
+        lambda s, b: g_gradient(parts, state.g_params, d_params, s, b, probability),
+        states, batch, train.grad_accum)
+    metrics["g_grad_norm"] = optax.global_norm(grads)
+    g_params, g_opt_state, penalties = optimizer_update(
+        parts.g_tx, state.g_params, state.g_opt_state, grads,
+        interventions.gradient_penalties(train, "G", g_state[SPECTRAL]),
+        interventions.projection(train, "G", g_state[SPECTRAL]), train.freeze_g_step,
+        state.step)
+    return g_params, g_opt_state, (g_state, d_state), {**metrics, **penalties}
+
+
+def ema_update(ema_params: Any, g_params: Any, step: jax.Array,
+               train: ml_collections.ConfigDict) -> Any:
+    """G's EMA (Sec. 3): decay * ema + (1 - decay) * params, a copy before ``ema_start``."""
+    decay = jnp.where(step >= train.ema_start, train.ema_decay, 0.0)
+    return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params,
+                                  g_params)
+
+
+def micro_step_keys(key: jax.Array, train: ml_collections.ConfigDict) -> jax.Array:
+    """This device's keys [D updates + G update, micro-batch, key] from a step's ``key`` (the
+    axis index folded in, so the draws depend on the device count)."""
+    device_key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXES))
+    return jax.random.split(device_key, (train.num_d_steps + 1) * train.grad_accum).reshape(
+        train.num_d_steps + 1, train.grad_accum, -1)
+
+
+def per_device_step(parts: StepParts, state: TrainState, images: jax.Array, labels: jax.Array,
+                    d_z: jax.Array, d_y: jax.Array, g_z: jax.Array, g_y: jax.Array,
+                    augment_key: jax.Array) -> tuple[TrainState, dict]:
+    """Sec. 3 on one device's slice: ``num_d_steps`` D updates, one G update, the EMA (and
+    ADA's probability update); metrics are device means."""
+    train = parts.train
+    ada_on = diffaugment.ada_enabled(train)
+    probability = state.ada["p"] if ada_on else None
+    augment_keys = micro_step_keys(augment_key, train)
+    dropout_keys = micro_step_keys(jax.random.fold_in(
+        jax.random.fold_in(state.rng, DROPOUT_STREAM), state.step), train)
+    d_params, d_opt_state = state.d_params, state.d_opt_state
+    states, d_metrics = (state.d_state, state.g_state), []
+    for i in range(train.num_d_steps):
+        d_params, d_opt_state, states, metrics = d_update(
+            parts, state, d_params, d_opt_state, states,
+            [images[i], labels[i], d_z[i], d_y[i], augment_keys[i], dropout_keys[i]],
+            probability)
+        d_metrics.append(metrics)
+    d_state, g_state = states
+    g_params, g_opt_state, (g_state, d_state), g_metrics = g_update(
+        parts, state, d_params, (g_state, d_state),
+        [g_z[0], g_y[0], augment_keys[train.num_d_steps], dropout_keys[train.num_d_steps]],
+        probability)
+    ema_params = ema_update(state.ema_params, g_params, state.step, train)
+    metrics = {**d_metrics[-1], **g_metrics}
+    ada = state.ada
+    if ada_on:   # r_t from D's outputs on (augmented) reals
+        real_sign = mean_over_devices(mean_of(d_metrics)["d_real_sign"])
+        ada = diffaugment.ada_update(state.ada, real_sign, state.step, train)
+        metrics["ada_p"] = ada["p"]
+    new_state = state.replace(step=state.step + 1, g_params=g_params, g_state=g_state,
+                              g_opt_state=g_opt_state, d_params=d_params, d_state=d_state,
+                              d_opt_state=d_opt_state, ema_params=ema_params, ada=ada)
+    return new_state, mean_over_devices(metrics)
+
+
 def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """The jitted step for ``config`` on ``mesh``; batch arrays as in the module docstring."""
+    """The jitted step for ``config`` on ``mesh``; batch arrays as in the module docstring.
+    Latents and the step's keys are drawn for the global batch, then `per_device_step` runs
+    under ``jax.shard_map``."""
     validate_train_config(config, mesh.devices.size)
-    train, model_cfg = config.train, config.model
-    G = models.build_generator(model_cfg, axis_name=BN_AXIS)
-    D = models.build_discriminator(model_cfg, dropout_rate=train.d_dropout)
-    g_tx, d_tx = optimizers(train)
-    d_loss_fn, g_loss_fn = losses.get_losses(train.loss, train.hinge_margin)
-    g_sigma_reg, g_sigma_clamp = interventions.acts_on(train, "G")
-    d_sigma_reg, d_sigma_clamp = interventions.acts_on(train, "D")
+    train = config.train
     num_updates, accum = train.num_d_steps, train.grad_accum
     micro = train.batch_size // accum
-    policy = train.diffaugment
-
-    def generate(g_params, g_state, z, y):
-        return G.apply({"params": g_params, **g_state}, z, y, train=True,
-                       mutable=[BATCH_STATS, SPECTRAL])
-
-    def d_micro_step(d_params, g_params, states, batch, probability):
-        """D gradient on one micro-batch; G runs in training mode (batch statistics). D sees
-        real and fake images through DiffAugment with ADA's ``probability`` (None: always)."""
-        d_state, g_state = states
-        real, real_y, z, fake_y, augment_key, dropout_key = batch
-        fake, g_state = generate(g_params, g_state, z, fake_y)
-        fake_key, real_key = jax.random.split(augment_key)
-        fake = diffaugment.augment(jax.lax.stop_gradient(fake), fake_key, policy, probability)
-        real = diffaugment.augment(real, real_key, policy, probability)
-
-        def loss(params):
-            def discriminate(images, labels):
-                return D.apply({"params": params, **d_state}, images, labels, train=True,
-                               mutable=[SPECTRAL], rngs={"dropout": dropout_key})
-
-            logits, new_state = discriminate(jnp.concatenate([fake, real]),
-                                             jnp.concatenate([fake_y, real_y]))
-            fake_logits, real_logits = jnp.split(logits, 2)
-            loss_real, loss_fake = d_loss_fn(real_logits, fake_logits)
-            metrics = dict(d_loss_real=loss_real, d_loss_fake=loss_fake,
-                           d_real=jnp.mean(real_logits), d_fake=jnp.mean(fake_logits),
-                           d_real_sign=jnp.mean(jnp.sign(real_logits)))
-            total = loss_real + loss_fake
-            if train.r1_gamma:   # Eq. 5 on the real images D sees
-                r1 = losses.r1_penalty(lambda x: discriminate(x, real_y)[0], real)
-                total += 0.5 * train.r1_gamma * r1
-                metrics["r1"] = r1
-            return total, (new_state, metrics)
-
-        grads, (d_state, metrics) = jax.grad(loss, has_aux=True)(d_params)
-        return grads, (d_state, g_state), metrics
-
-    def g_micro_step(g_params, d_params, states, batch, probability):
-        """G gradient on one micro-batch of fresh latents, D seeing them through DiffAugment."""
-        g_state, d_state = states
-        z, y, augment_key, dropout_key = batch
-
-        def loss(params):
-            fake, new_g_state = generate(params, g_state, z, y)
-            fake = diffaugment.augment(fake, augment_key, policy, probability)
-            logits, new_d_state = D.apply({"params": d_params, **d_state}, fake, y, train=True,
-                                          mutable=[SPECTRAL], rngs={"dropout": dropout_key})
-            g_loss = g_loss_fn(logits)
-            return g_loss, ((new_g_state, new_d_state), dict(g_loss=g_loss))
-
-        grads, (states, metrics) = jax.grad(loss, has_aux=True)(g_params)
-        return grads, states, metrics
-
-    def accumulate(micro_step, states, micro_batches):
-        """Mean gradient of ``micro_step`` over the grad_accum micro-batches (leading axis),
-        threading the model states through them in order; then the mean over devices.
-
-        Python loops, not lax.scan: XLA:CPU runs weight-gradient convolutions inside while
-        loops on a naive path (measured 100x slower); the trip counts here are small."""
-        grad_sum, all_metrics = None, []
-        for m in range(accum):
-            grads, states, metrics = micro_step(states, [x[m] for x in micro_batches])
-            grad_sum = grads if grad_sum is None else jax.tree_util.tree_map(jnp.add, grad_sum,
-                                                                             grads)
-            all_metrics.append(metrics)
-        grads = mean_over_devices(jax.tree_util.tree_map(lambda g: g / accum, grad_sum))
-        return grads, states, mean_of(all_metrics)
-
-    def micro_step_keys(key: jax.Array) -> jax.Array:
-        """This device's keys [D updates + G update, micro-batch, key] from a step's ``key``
-        (the axis index folded in, so the draws depend on the device count)."""
-        device_key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXES))
-        return jax.random.split(device_key, (num_updates + 1) * accum).reshape(
-            num_updates + 1, accum, -1)
-
-    def per_device(state: TrainState, images, labels, d_z, d_y, g_z, g_y, augment_key):
-        d_params, d_opt_state = state.d_params, state.d_opt_state
-        states, d_metrics = (state.d_state, state.g_state), []
-        probability = state.ada["p"] if diffaugment.ada_enabled(train) else None
-        augment_keys = micro_step_keys(augment_key)
-        dropout_keys = micro_step_keys(jax.random.fold_in(
-            jax.random.fold_in(state.rng, DROPOUT_STREAM), state.step))
-        for i in range(num_updates):
-            grads, states, metrics = accumulate(
-                lambda s, b, d_params=d_params: d_micro_step(d_params, state.g_params, s, b,
-                                                             probability),
-                states, [images[i], labels[i], d_z[i], d_y[i], augment_keys[i],
-                         dropout_keys[i]])
-            metrics["d_grad_norm"] = optax.global_norm(grads)
-            d_spectral = states[0][SPECTRAL]
-            if d_sigma_reg:   # Sec. 4.1, added after the device mean
-                grads, metrics["d_sigma_reg"] = interventions.sigma0_regularized(
-                    train, grads, d_params, d_spectral)
-            updates, new_opt_state = d_tx.update(grads, d_opt_state, d_params)
-            new_params = optax.apply_updates(d_params, updates)
-            if d_sigma_clamp:
-                new_params = interventions.sigma0_clamped(train, new_params, d_spectral)
-            d_params, d_opt_state = interventions.unless_frozen(
-                state.step, train.freeze_d_step, (new_params, new_opt_state),
-                (d_params, d_opt_state))
-            d_metrics.append(metrics)
-        d_state, g_state = states
-
-        grads, (g_state, d_state), g_metrics = accumulate(
-            lambda s, b: g_micro_step(state.g_params, d_params, s, b, probability),
-            (g_state, d_state), [g_z[0], g_y[0], augment_keys[num_updates],
-                                 dropout_keys[num_updates]])
-        g_metrics["g_grad_norm"] = optax.global_norm(grads)
-        if train.ortho_reg:   # Eq. 3, added to G's gradient after the device mean
-            grads, g_metrics["ortho_reg"] = interventions.add_regularizer(
-                grads, losses.orthogonal_regularization, state.g_params, train.ortho_reg)
-        if g_sigma_reg:
-            grads, g_metrics["g_sigma_reg"] = interventions.sigma0_regularized(
-                train, grads, state.g_params, g_state[SPECTRAL])
-        updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
-        g_params = optax.apply_updates(state.g_params, updates)
-        if g_sigma_clamp:
-            g_params = interventions.sigma0_clamped(train, g_params, g_state[SPECTRAL])
-        g_params, g_opt_state = interventions.unless_frozen(
-            state.step, train.freeze_g_step, (g_params, g_opt_state),
-            (state.g_params, state.g_opt_state))
-        decay = jnp.where(state.step >= train.ema_start, train.ema_decay, 0.0)
-        ema_params = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p,
-                                            state.ema_params, g_params)
-        metrics = {**d_metrics[-1], **g_metrics}
-        ada = state.ada
-        if diffaugment.ada_enabled(train):   # r_t from D's outputs on (augmented) reals
-            real_sign = mean_over_devices(mean_of(d_metrics)["d_real_sign"])
-            ada = diffaugment.ada_update(state.ada, real_sign, state.step, train)
-            metrics["ada_p"] = ada["p"]
-        new_state = state.replace(step=state.step + 1, g_params=g_params, g_state=g_state,
-                                  g_opt_state=g_opt_state, d_params=d_params, d_state=d_state,
-                                  d_opt_state=d_opt_state, ema_params=ema_params, ada=ada)
-        return new_state, mean_over_devices(metrics)
-
     sharded = jax.shard_map(
-        per_device, mesh=mesh,
+        functools.partial(per_device_step, StepParts.from_config(config)), mesh=mesh,
         in_specs=(PartitionSpec(), UPDATE_SPEC, UPDATE_SPEC, UPDATE_SPEC, UPDATE_SPEC,
                   UPDATE_SPEC, UPDATE_SPEC, PartitionSpec()),
         out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False)
