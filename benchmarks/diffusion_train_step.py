@@ -12,7 +12,8 @@ architecture and parameter count (written here after improved-diffusion's UNetMo
 timed on the same batch, alternating with ours so that both see the same load; its loss is
 the MSE of the output (the loss terms are elementwise and negligible next to the network).
 Prints one JSON line: compile seconds, median seconds per step, images/s, the PyTorch
-figures and ratio, the issue's reference figures, and the load average before and after.
+figures and ratio, the reference figures (`REFERENCE_IMAGES_PER_S`), and the load average
+before and after. Measured figures: benchmarks/README.md.
 """
 
 import json
@@ -44,7 +45,8 @@ SETTINGS = {
     "iddpm": dict(model="iddpm_cifar10", schedule="cosine", steps=4000, lr=1e-4,
                   param=Parameterization("eps", "learned_range"), loss="hybrid"),
 }
-#: improved-diffusion's UNetModel on the 2-core CPU, batch 8, fp32 (issue 6): images/s.
+#: improved-diffusion's UNetModel, batch 8, fp32, in images/s, measured on a 2-core CPU where
+#: PyTorch runs 3.3x faster than on the machine of benchmarks/README.md.
 REFERENCE_IMAGES_PER_S = {"ddpm": 7.7, "iddpm": 4.9}
 
 

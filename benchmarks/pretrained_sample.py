@@ -25,7 +25,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed batches per model (after o
 _TORCH = flags.DEFINE_bool("torch", True, "Also time pytorch-pretrained-biggan's model.")
 TRUNCATION = 0.4
 REFERENCE_IMAGES_PER_S = 8.5
-"""pytorch-pretrained-biggan's BigGAN-deep 128, batch 8, fp32, on the 2-core CPU (issue 5)."""
+"""pytorch-pretrained-biggan's BigGAN-deep 128, batch 8, fp32, in images/s on a 2-core CPU;
+the JSON line's target is 1.5x this. Measured figures: benchmarks/README.md."""
 
 
 def random_generator(seed: int = 0) -> pretrained.PretrainedGenerator:

@@ -2,7 +2,7 @@ r"""Time BigGAN-PyTorch's CIFAR-10 training iteration written in PyTorch, on thi
 
   python benchmarks/pytorch_cifar_step.py            # needs the [torch] extra
 
-The side-by-side half of the speed comparison in the README: the same setting as
+The side-by-side half of the speed comparison in benchmarks/README.md: the same setting as
 ``configs/biggan/cifar10.py:pytorch_reference`` (G and D ch 64, i.e. 256 channels at 32x32,
 batch 50, 4 D steps per G step, hinge loss, Adam(0, 0.999, eps 1e-8) at 2e-4, class-conditional
 BN from per-class embeddings, projection D, spectral norm with one power iteration per

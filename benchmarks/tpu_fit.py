@@ -73,7 +73,7 @@ def table_row(r: dict) -> str:
 
 
 def markdown(results: list[dict], command: str, run_s: float) -> str:
-    """The README table of ``results``."""
+    """The Markdown table of ``results`` (as in benchmarks/README.md)."""
     done = {r["row"] for r in results}
     missing = [name for name in ROWS if name not in done]
     lines = [

@@ -1,9 +1,10 @@
 """'SAME' stride-1 convolutions (NHWC x HWIO -> NHWC) that are also fast on XLA:CPU.
 
-XLA:CPU computes a 3x3 conv's kernel gradient far below its forward speed (measured with
-`benchmarks/conv_cpu.py` at load 11, 100x32x32x256: 22x the forward time; Winograd F(2x2, 3x3)
-gradients, the previous remedy, 1.9x; one GEMM per kernel tap 1.7x). `conv_same` therefore,
-when the program is lowered for the CPU, computes
+XLA:CPU computes a 3x3 conv's kernel gradient many times slower than the forward convolution.
+Of the kernel gradients timed with `benchmarks/conv_cpu.py` (XLA's own, Winograd F(2x2, 3x3),
+one GEMM per kernel tap), one GEMM per tap was the fastest; the rule below was chosen by that
+measurement (figures in benchmarks/README.md). `conv_same` therefore, when the program is
+lowered for the CPU, computes
 
 - 3x3 kernels with `conv3x3_cpu`: XLA's forward convolution with a custom gradient: the input
   gradient is again a forward convolution (flipped, transposed kernel), the kernel gradient

@@ -17,7 +17,8 @@ from gencore.config_util import config_variants, load_config
 
 CONFIGS = "configs/biggan"
 
-# Trainable parameters measured from the reference implementations (reference/biggan.md).
+# Trainable parameters counted from BigGAN-PyTorch's G and D built with the matching settings,
+# and from DeepMind's released BigGAN-deep G layout (pytorch-pretrained-biggan's model).
 REFERENCE_COUNTS = {
     "imagenet128.py:row1": (42_017_412, 39_448_258),
     "imagenet128.py:row2": (42_017_412, 39_448_258),
@@ -49,7 +50,7 @@ def test_parameter_counts_equal_reference(name):
 def test_table1_param_millions_within_0_05_of_paper(row):
     config = load_config(f"{CONFIGS}/imagenet128.py:row{row}")
     c = models.parameter_counts(config.model)
-    # Table 1 counts G + D without G's shared embedding (reference/biggan.md).
+    # Table 1's Param (M) counts G + D without G's shared embedding (1000 x 128 = 128,000).
     total = (c["G_params"] + c["D_params"] - c["G_shared_embedding_params"]) / 1e6
     assert abs(total - config.paper.params_M) <= 0.05
     assert c["G_shared_embedding_params"] == (128_000 if config.model.shared_dim else 0)

@@ -179,7 +179,7 @@ def test_bad_augment_config_fails_before_compile(overrides, message):
         train_step.make_train_step(tiny_config(**overrides), sharding.make_mesh())
 
 
-# Zhao et al. 2020 with BigGAN (reference/biggan.md): percent -> (baseline, DiffAugment).
+# BigGAN figures published by Zhao et al. 2020: percent -> (baseline, DiffAugment).
 CIFAR10_FID = {10: (39.78, 22.40), 20: (21.58, 14.04), 100: (9.59, 8.70)}
 IMAGENET128_IS_FID = {25: ((46.5, 25.37), (74.2, 13.28)), 50: ((89.9, 9.64), (91.9, 8.88)),
                       100: ((94.5, 7.62), (100.8, 6.80))}

@@ -6,11 +6,11 @@ of the training images: ``cifar10_{10,20,100}``; 10% is the default) or
 the first images of the tfds split, the same on every process and for every seed). Turn
 DiffAugment off for the baseline with ``--config.train.diffaugment=''``.
 
-``config.paper`` holds the published BigGAN figures without and with DiffAugment (Zhao et al.
-2020, as listed in reference/biggan.md): FID for CIFAR-10, IS and FID for ImageNet 128. The
-reference gives no training settings for these runs, so the variants keep this repository's
-settings: CIFAR-10 from BigGAN-PyTorch's CIFAR-10 script (``cifar10.py:pytorch_reference``),
-ImageNet 128 from Table 1 row 8 (``imagenet128.py:row8``).
+``config.paper`` holds the BigGAN figures Zhao et al. 2020 published without and with
+DiffAugment: FID for CIFAR-10, IS and FID for ImageNet 128. No training settings are recorded
+with these figures, so the variants keep this repository's settings: CIFAR-10 from
+BigGAN-PyTorch's CIFAR-10 script (``cifar10.py:pytorch_reference``), ImageNet 128 from Table 1
+row 8 (``imagenet128.py:row8``).
 """
 
 import ml_collections
