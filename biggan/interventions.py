@@ -2,9 +2,9 @@
 
 - ``sigma_reg`` (Sec. 4.1): adds sigma_reg * sum_W (sigma0(W) - target)^2 to the loss of the nets
   in ``sigma_nets``, target = ``sigma_target`` or ``sigma_ratio`` * sg(sigma1(W)) when
-  sigma_ratio > 0 (``gencore.spectra.sigma0_penalty``).
+  sigma_ratio > 0 (``biggan.spectra.sigma0_penalty``).
 - ``sigma_clamp`` (Eq. 4): after every update of those nets, W <- W - max(0, sigma0 - target)
-  v0 u0^T with the same target (``gencore.spectra.clamp_sigma0``).
+  v0 u0^T with the same target (``biggan.spectra.clamp_sigma0``).
   Both estimate the singular vectors with ``sigma_iterations`` subspace iterations started from
   spectral norm's u.
 - ``r1_gamma`` (Eq. 5): gamma / 2 * E_real ||grad_x D(x)||^2 added to D's loss.
@@ -21,8 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from biggan import losses
-from gencore import spectra
+from biggan import losses, spectra
 
 SIGMA_NETS = ("G", "D", "GD")
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from gencore.spectra import as_matrix, weight_paths
+from biggan.spectra import as_matrix, weight_paths
 
 
 def hinge_d(real: jax.Array, fake: jax.Array, margin: float = 1.0

@@ -16,8 +16,8 @@ import matplotlib
 from absl import app, flags
 from etils import epath
 
+from biggan.stability import COLLAPSE_FILE, read_spectra
 from gencore.console import stop_on_error
-from gencore.stability import COLLAPSE_FILE, read_spectra
 
 matplotlib.use("Agg")
 

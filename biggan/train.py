@@ -9,6 +9,8 @@ from jax.sharding import Mesh, NamedSharding
 
 from biggan import models
 from biggan.layers import SPECTRAL
+from biggan.spectra import spectra
+from biggan.stability import stability_hooks
 from biggan.train_step import (
     BATCH_STATS,
     UPDATE_SPEC,
@@ -20,8 +22,6 @@ from biggan.train_step import (
 from gencore import sharding
 from gencore.data import create_input_pipeline
 from gencore.sharding import first_process_array
-from gencore.spectra import spectra
-from gencore.stability import stability_hooks
 from gencore.training import SHEET_COLUMNS, run_training
 
 

@@ -35,8 +35,8 @@ from jax.sharding import Mesh, PartitionSpec
 
 from biggan import diffaugment, interventions, latents, losses, models
 from biggan.layers import SPECTRAL
+from biggan.stability import validate_stability_config
 from gencore.sharding import BN_AXIS, DATA_AXES, replicated
-from gencore.stability import validate_stability_config
 
 BATCH_STATS = "batch_stats"
 UPDATE_SPEC = PartitionSpec(None, None, DATA_AXES)

@@ -8,8 +8,8 @@ import pytest
 from flax import linen as nn
 from flax import traverse_util
 
+from biggan import spectra
 from biggan.layers import SPECTRAL, SNConv, SNDense, SNEmbed
-from gencore import spectra
 
 
 def matrix_with_singular_values(values, shape, seed=0):

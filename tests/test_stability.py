@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 import pytest
 
-from biggan import plot_spectra
-from gencore import stability
+from biggan import plot_spectra, stability
 from gencore.checkpoint import FINISHED_MARKER, complete_steps, kept_steps
 from gencore.hooks import HookResult, PeriodicHook
 from gencore.training import run_training

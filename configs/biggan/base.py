@@ -57,7 +57,7 @@ def biggan_config(*, resolution: int = 128, batch_size: int = 2048, g_ch: int = 
         ada_target=0.0, ada_interval=4, ada_kimg=500.0, ada_p_init=0.0,
         seed=0,
         log_every=100, sample_every=5_000, checkpoint_every=5_000, keep_checkpoints=3,
-        # Sec. 4 stability analysis (gencore/stability.py), all off by default.
+        # Sec. 4 stability analysis (biggan/stability.py), all off by default.
         spectra_every=0,         # log sigma0..2 of every G and D weight every N steps
         spectra_iterations=8,    # subspace iterations per estimate
         collapse_sigma0_factor=0.0,  # collapse: a G sigma0 > factor x its recent median

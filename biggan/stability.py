@@ -1,7 +1,7 @@
 """Training-loop hooks for the stability analysis of Brock et al. 2018 (Sec. 4, Appendix F).
 
 - Spectral monitoring: every ``config.train.spectra_every`` steps, the top three singular values
-  of every weight (``gencore.spectra.spectra``) go to the metric writer as
+  of every weight (``biggan.spectra.spectra``) go to the metric writer as
   'spectra/<net>/<weight>/sigma<i>' and to ``<workdir>/spectra.jsonl``, one line per record:
   ``{"step": s, "spectra": {net: {weight: [sigma0, sigma1, sigma2]}}}`` (after a resume, a later
   line for the same step replaces the earlier one).
