@@ -457,19 +457,21 @@ class _TfdsSource:
     def __init__(self, name: str, data_dir: str | None, split: str, resolution: int,
                  train_fraction: float, shuffle_buffer: int, layout: _Layout):
         check_tfds_installed(name)
-        tf = input_tensorflow()
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # imports no TensorFlow by itself
 
         self._tfds = tfds
         self._name = name
-        try:
-            self._builder = tfds.builder(name, data_dir=data_dir)
-        except ValueError as e:
+        try:   # the class alone: checking names and paths imports no TensorFlow
+            builder_cls = tfds.builder_cls(name.split(':')[0].split('/')[0])
+        except Exception as e:
             detail = str(e).split('\n', 1)[0]
             raise ValueError(
                 f'Unknown dataset data.name={name!r} ({detail}). Supported: {_SUPPORTED}.') from e
-        if data_dir and not tf.io.gfile.isdir(data_dir):
-            raise self._not_found(f'data.data_dir={data_dir!r} does not exist')
+        if data_dir and not epath.Path(data_dir).is_dir():
+            raise self._not_found(f'data.data_dir={data_dir!r} does not exist', data_dir,
+                                  builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS)
+        input_tensorflow()   # quiet and off the GPUs before tfds's builder imports it
+        self._builder = tfds.builder(name, data_dir=data_dir)
         features = dict(self._builder.info.features)
         if not isinstance(features.get('image'), tfds.features.Image):
             raise ValueError(f"data.name={name!r} has no 'image' Image feature: {features}.")
@@ -497,10 +499,11 @@ class _TfdsSource:
         except (KeyError, ValueError) as e:
             raise ValueError(f'data.split={split!r} of {self._name!r}: {e}') from e
 
-    def _not_found(self, reason: str) -> DatasetNotFoundError:
+    def _not_found(self, reason: str, root: str | None = None,
+                   manual: str | None = None) -> DatasetNotFoundError:
         """The error for a dataset that is not prepared where data.data_dir points."""
-        root = self._builder.data_dir_root
-        manual = self._builder.MANUAL_DOWNLOAD_INSTRUCTIONS
+        if root is None:
+            root, manual = self._builder.data_dir_root, self._builder.MANUAL_DOWNLOAD_INSTRUCTIONS
         if manual:
             how = (f'it needs a manual download: put the files below in <manual_dir> and run '
                    f'`tfds build {self._name} --manual_dir=<manual_dir> --data_dir={root}`. '
