@@ -25,7 +25,8 @@ from absl import app, flags
 from diffusion.reverse import Parameterization
 from diffusion.sampling import sample
 from diffusion.schedules import get_betas, make_schedule, respace, spaced_timesteps
-from diffusion.unet import PAPER_MODELS, unet_from_config
+from diffusion.unet import unet_from_config
+from gencore.config_util import load_config
 
 MODEL = "ddpm_cifar10"
 
@@ -48,7 +49,7 @@ def time_samplers(batch: int, repeats: int, full_1000: bool) -> dict[str, Any]:
     """Per sampler ('ancestral_50', 'ddim_50', 'ancestral_1000'): s_per_batch, images_per_s
     (and, when measured, s_per_step and compile_s) of the DDPM CIFAR-10 U-Net on ``batch``
     images; 'extrapolated_1000' says whether the 1000-step figures were extrapolated."""
-    model = unet_from_config(PAPER_MODELS[MODEL])
+    model = unet_from_config(load_config(f"configs/diffusion/{MODEL}.py").model)
     shape = (batch, 32, 32, 3)
     params = jax.jit(model.init)(jax.random.key(0), jnp.zeros(shape), jnp.zeros(shape[:1]))
     # Random non-zero output layers, so that the samples are not all zero.

@@ -29,7 +29,8 @@ from absl import app, flags
 from diffusion.losses import training_losses
 from diffusion.reverse import Parameterization
 from diffusion.schedules import make_schedule
-from diffusion.unet import PAPER_MODELS, unet_from_config
+from diffusion.unet import unet_from_config
+from gencore.config_util import load_config
 
 _BATCH = flags.DEFINE_integer("batch", 8, "Images per step.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed steps per model (after one warm-up).")
@@ -40,10 +41,11 @@ _RNG = flags.DEFINE_string("rng_impl", "threefry2x32", "JAX PRNG for t, noise an
                            "RngBitGenerator; 2.4x slower per bit on the 2-core EPYC).")
 
 SETTINGS = {
-    "ddpm": dict(model="ddpm_cifar10", schedule="linear", steps=1000, lr=2e-4,
-                 param=Parameterization("eps", "fixedlarge"), loss="simple"),
-    "iddpm": dict(model="iddpm_cifar10", schedule="cosine", steps=4000, lr=1e-4,
-                  param=Parameterization("eps", "learned_range"), loss="hybrid"),
+    "ddpm": dict(config="configs/diffusion/ddpm_cifar10.py", schedule="linear", steps=1000,
+                 lr=2e-4, param=Parameterization("eps", "fixedlarge"), loss="simple"),
+    "iddpm": dict(config="configs/diffusion/iddpm_cifar10.py:cosine_hybrid", schedule="cosine",
+                  steps=4000, lr=1e-4, param=Parameterization("eps", "learned_range"),
+                  loss="hybrid"),
 }
 #: improved-diffusion's UNetModel, batch 8, fp32, in images/s, measured on a 2-core CPU where
 #: PyTorch runs 3.3x faster than on the machine of benchmarks/README.md.
@@ -57,7 +59,7 @@ def key(seed: int) -> jax.Array:
 def jax_step(name: str, batch: int):
     """(compiled step, initial state, compile seconds) of one setting."""
     cfg = SETTINGS[name]
-    model = unet_from_config(PAPER_MODELS[cfg["model"]])
+    model = unet_from_config(load_config(cfg["config"]).model)
     schedule = make_schedule(cfg["schedule"], cfg["steps"])
     opt = optax.adam(cfg["lr"])
     x0 = jax.random.uniform(key(0), (batch, 32, 32, 3), minval=-1.0, maxval=1.0)
@@ -91,7 +93,7 @@ def torch_unet(name: str):
     import torch.nn.functional as F
     from torch import nn
 
-    hp = PAPER_MODELS[SETTINGS[name]["model"]]
+    hp = load_config(SETTINGS[name]["config"]).model
     ss, heads, drop = hp.get("scale_shift_norm", False), hp.get("num_heads", 1), hp["dropout"]
     emb_dim = 4 * hp["ch"]
 

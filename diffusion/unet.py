@@ -2,8 +2,9 @@
 
 One module covers both papers: DDPM is the setting `scale_shift_norm=False, num_heads=1,
 learn_sigma=False, num_classes=0`; iDDPM adds AdaGN, multi-head attention at several
-resolutions, the learned-variance output and class conditioning. `PAPER_MODELS` gives the
-hyperparameters of each paper model; their parameter counts equal the authors' code.
+resolutions, the learned-variance output and class conditioning. Each paper row's config
+(`configs/diffusion/`) writes out its U-Net's fields; their parameter counts equal the
+authors' code.
 """
 
 from __future__ import annotations
@@ -106,28 +107,6 @@ class UNet(nn.Module):
         h = Conv3x3(out_ch, zero=True, dtype=self.dtype, name="conv_out")(h)
         return h.astype(jnp.float32)
 
-
-#: Architecture hyperparameters of the paper models (the `config.model` fields).
-PAPER_MODELS: dict[str, dict[str, Any]] = {
-    # DDPM CIFAR-10, 35.7M parameters.
-    "ddpm_cifar10": dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
-                         dropout=0.1),
-    # DDPM CelebA-HQ / LSUN 256x256, 114M parameters.
-    "ddpm_256": dict(ch=128, ch_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2,
-                     attn_resolutions=(16,), dropout=0.0),
-    # iDDPM CIFAR-10 L_hybrid.
-    "iddpm_cifar10": dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=3,
-                          attn_resolutions=(16, 8), dropout=0.3, num_heads=4, learn_sigma=True,
-                          scale_shift_norm=True),
-    # iDDPM ImageNet-64 L_hybrid.
-    "iddpm_imagenet64": dict(ch=128, ch_mult=(1, 2, 3, 4), num_res_blocks=3,
-                             attn_resolutions=(16, 8), dropout=0.0, num_heads=4,
-                             learn_sigma=True, scale_shift_norm=True),
-    # iDDPM class-conditional ImageNet-64.
-    "iddpm_imagenet64_cond": dict(ch=192, ch_mult=(1, 2, 3, 4), num_res_blocks=3,
-                                  attn_resolutions=(16, 8), dropout=0.0, num_heads=4,
-                                  learn_sigma=True, scale_shift_norm=True, num_classes=1000),
-}
 
 _FIELDS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "num_heads",
            "learn_sigma", "num_classes", "null_class", "scale_shift_norm", "resamp_with_conv")

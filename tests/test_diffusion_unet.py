@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from diffusion.layers import timestep_embedding
-from diffusion.unet import PAPER_MODELS, UNet, unet_from_config
+from diffusion.unet import UNet, unet_from_config
+from gencore.config_util import load_config
 
 
 def count_params(model: UNet, resolution: int) -> int:
@@ -18,19 +19,20 @@ def count_params(model: UNet, resolution: int) -> int:
     return sum(a.size for a in jax.tree.leaves(shapes["params"]))
 
 
-@pytest.mark.parametrize("name, resolution, count", [
-    ("ddpm_cifar10", 32, 35_746_307),
-    ("ddpm_256", 256, 113_673_219),
-    ("iddpm_cifar10", 32, 52_546_438),
-    ("iddpm_imagenet64", 64, 121_063_942),
-    ("iddpm_imagenet64_cond", 64, 273_049_350),
+@pytest.mark.parametrize("config, resolution, count", [
+    ("ddpm_cifar10.py", 32, 35_746_307),
+    ("ddpm_lsun256.py:church", 256, 113_673_219),
+    ("iddpm_cifar10.py:cosine_hybrid", 32, 52_546_438),
+    ("iddpm_imagenet64.py:hybrid", 64, 121_063_942),
+    ("iddpm_imagenet64.py:class_cond", 64, 273_049_350),
 ])
-def test_paper_parameter_counts(name: str, resolution: int, count: int) -> None:
-    assert count_params(unet_from_config(PAPER_MODELS[name]), resolution) == count
+def test_paper_parameter_counts(config: str, resolution: int, count: int) -> None:
+    model = load_config(f"configs/diffusion/{config}").model
+    assert count_params(unet_from_config(model), resolution) == count
 
 
 def test_null_class_adds_one_embedding_row() -> None:
-    cfg = ml_collections.ConfigDict(PAPER_MODELS["iddpm_imagenet64_cond"])
+    cfg = load_config("configs/diffusion/iddpm_imagenet64.py:class_cond").model
     cfg.null_class = True
     assert count_params(unet_from_config(cfg), 64) == 273_049_350 + 4 * 192
 

@@ -10,26 +10,26 @@ from typing import Any
 import ml_collections
 
 from configs.biggan.base import variant_error
-from diffusion.unet import PAPER_MODELS
 
 __all__ = ["diffusion_config", "variant_error"]
 
 
-def diffusion_config(*, model: str, resolution: int, dataset: str, num_classes: int = 0,
+def diffusion_config(*, model: str, unet: dict[str, Any], resolution: int, dataset: str,
+                     num_classes: int = 0,
                      schedule: str = "linear", num_steps: int = 1000,
                      var_type: str = "fixedlarge", loss_type: str = "simple",
                      batch_size: int = 128, lr: float = 2e-4, warmup: int = 5000,
                      grad_clip: float = 1.0, steps: int = 800_000, random_flip: bool = True,
-                     **model_overrides: Any) -> ml_collections.ConfigDict:
-    """The DDPM CIFAR-10 setting by default; ``model`` names a ``PAPER_MODELS`` architecture
-    and keyword arguments change a row."""
+                     ) -> ml_collections.ConfigDict:
+    """The DDPM CIFAR-10 training setting by default, with the U-Net ``unet`` (fields of
+    ``diffusion.unet.UNet``, written out in each row's config) named ``model``; keyword
+    arguments change a row."""
     config = ml_collections.ConfigDict()
     res = ml_collections.FieldReference(resolution)
     classes = ml_collections.FieldReference(num_classes)
     arch = dict(num_heads=1, learn_sigma=var_type == "learned_range", null_class=False,
                 scale_shift_norm=False, resamp_with_conv=True)
-    arch.update(PAPER_MODELS[model])
-    arch.update(model_overrides, num_classes=classes)
+    arch.update(unet, num_classes=classes)
     config.model = ml_collections.ConfigDict(dict(name=model, resolution=res, dtype="float32",
                                                   **arch))
     config.diffusion = ml_collections.ConfigDict(dict(

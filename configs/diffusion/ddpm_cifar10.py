@@ -5,11 +5,14 @@ import ml_collections
 from configs.diffusion.base import diffusion_config
 
 VARIANTS = ()
+UNET = dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1)
+"""DDPM's CIFAR-10 U-Net (App. B): 35.7M parameters."""
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
-    config = diffusion_config(model="ddpm_cifar10", resolution=32, dataset="cifar10")
+    config = diffusion_config(model="ddpm_cifar10", unet=UNET, resolution=32,
+                              dataset="cifar10")
     config.eval.reference_split = "train"
     config.paper = ml_collections.ConfigDict(dict(
         source="Ho et al. 2020, Table 1", fid=3.17, fid_test=5.24, inception_score=9.46,

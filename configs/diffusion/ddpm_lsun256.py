@@ -14,13 +14,16 @@ ROWS = {
     "cat": dict(dataset="lsun/cat", steps=1_800_000, fid=None),
 }
 VARIANTS = tuple(ROWS)
+UNET = dict(ch=128, ch_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2, attn_resolutions=(16,),
+            dropout=0.0)
+"""DDPM's 256x256 U-Net (App. B): 114M parameters."""
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg not in ROWS:
         raise variant_error(arg, VARIANTS, "configs/diffusion/ddpm_lsun256.py")
     row = ROWS[arg]
-    config = diffusion_config(model="ddpm_256", resolution=256, dataset=row["dataset"],
+    config = diffusion_config(model="ddpm_256", unet=UNET, resolution=256, dataset=row["dataset"],
                               batch_size=64, lr=2e-5, steps=row["steps"])
     config.paper = ml_collections.ConfigDict(dict(
         source="Ho et al. 2020, Table 3 / App. B", steps=row["steps"], batch_size=64,

@@ -24,11 +24,11 @@ VARIANTS = ()
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
     config = diffusion_config(
-        model="ddpm_cifar10", resolution=16, dataset="digits", num_classes=10,
+        model="digits_unet", resolution=16, dataset="digits", num_classes=10,
+        unet=dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,),
+                  dropout=0.0, num_heads=1, scale_shift_norm=True, null_class=True),
         schedule="cosine", num_steps=1000, batch_size=32, lr=2e-3, warmup=200, grad_clip=1.0,
-        steps=1500, random_flip=False,   # digits are not mirror-symmetric
-        ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0,
-        num_heads=1, scale_shift_norm=True, null_class=True)
+        steps=1500, random_flip=False)   # digits are not mirror-symmetric
     config.diffusion.update(mean_type="v", label_drop_prob=0.1)
     config.train.update(ema_decay=0.995, ema_start=500, log_every=50, sample_every=500,
                         checkpoint_every=500)

@@ -23,6 +23,10 @@ ROWS = {
     "cosine_hybrid_t1000": ("cosine", "hybrid", 1000, None, None),
 }
 VARIANTS = tuple(ROWS)
+UNET = dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=3, attn_resolutions=(16, 8),
+            dropout=0.3, num_heads=4, scale_shift_norm=True)
+"""iDDPM's CIFAR-10 U-Net (Sec. 3, App. A): 3 residual blocks, attention at 16 and 8 with 4
+heads, AdaGN (scale-shift norm), dropout 0.3; learned variance doubles the output channels."""
 REFERENCE_PARAMS = 52_546_438
 """improved-diffusion's CIFAR-10 L_hybrid U-Net, measured (learned variance)."""
 VARIANCE_OUTPUT_PARAMS = 128 * 3 * 3 * 3 + 3
@@ -35,10 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     schedule, loss, num_steps, nll, fid = ROWS[arg]
     learned = loss != "simple"
     config = diffusion_config(
-        model="iddpm_cifar10", resolution=32, dataset="cifar10", schedule=schedule,
+        model="iddpm_cifar10", unet=UNET, resolution=32, dataset="cifar10", schedule=schedule,
         num_steps=num_steps, var_type="learned_range" if learned else "fixedlarge",
         loss_type=loss, lr=1e-4, warmup=0, grad_clip=0.0, steps=500_000,
-        learn_sigma=learned, random_flip=False)
+        random_flip=False)
     config.paper = ml_collections.ConfigDict(dict(
         source="Nichol & Dhariwal 2021, Table 2 (CIFAR-10, 500k iterations)", steps=500_000,
         batch_size=128, params_M=52.5))
