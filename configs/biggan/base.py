@@ -4,15 +4,11 @@ Every hyperparameter the paper states lives here or in a row of a config file, n
 ``config.paper`` holds the figures the paper reports for the row, for tests and reports.
 """
 
-from collections.abc import Sequence
-
 import ml_collections
 
+from configs.variants import variant_error, with_runlocal
 
-def variant_error(arg: str | None, variants: Sequence[str], config_file: str) -> ValueError:
-    """Error for an unknown ``file.py:variant`` name, listing the valid ones."""
-    names = ", ".join(f"{config_file}:{v}" for v in variants)
-    return ValueError(f"Unknown config variant {arg!r} in {config_file}; valid: {names}.")
+__all__ = ["biggan_config", "runlocal", "variant_error", "with_runlocal"]
 
 
 def biggan_config(*, resolution: int = 128, batch_size: int = 2048, g_ch: int = 96,
@@ -83,3 +79,17 @@ def biggan_config(*, resolution: int = 128, batch_size: int = 2048, g_ch: int = 
     ))
     config.paper = ml_collections.ConfigDict()
     return config
+
+
+def runlocal(config: ml_collections.ConfigDict) -> None:
+    """Shrinks a BigGAN config in place to run a few steps on a CPU in minutes: the
+    row's layout (resolution, non-local blocks, shared embedding, hierarchical z, BigGAN or
+    -deep) at width 8 (the narrowest whose non-local blocks keep a channel), on the embedded
+    digits, with a small batch and eval."""
+    config.model.update(g_ch=8, d_ch=8, shared_dim=min(config.model.shared_dim, 8),
+                        num_classes=10)
+    config.data.update(name="digits", data_dir="", random_flip=False)
+    config.train.update(batch_size=16, grad_accum=1, steps=4, ema_start=1, log_every=2,
+                        sample_every=4, checkpoint_every=2)
+    config.eval.update(num_samples=20, batch_size=10, standing_stats_passes=1,
+                       truncations=(1.0,), inception_weights="")

@@ -10,11 +10,12 @@ step, lr 2e-4 for both, no shared embedding, no hierarchical z, no attention, EM
 
 import ml_collections
 
-from configs.biggan.base import biggan_config, variant_error
+from configs.biggan.base import biggan_config, runlocal, variant_error, with_runlocal
 
 VARIANTS = ("row8", "pytorch_reference")
 
 
+@with_runlocal(runlocal)
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = arg or "row8"
     if arg == "row8":

@@ -16,7 +16,7 @@ row 8 (``imagenet128.py:row8``).
 import ml_collections
 
 from configs.biggan import cifar10, imagenet128
-from configs.biggan.base import variant_error
+from configs.biggan.base import runlocal, variant_error, with_runlocal
 
 POLICY = "color,translation,cutout"
 
@@ -29,6 +29,7 @@ VARIANTS = (tuple(f"cifar10_{p}" for p in CIFAR10_FID)
             + tuple(f"imagenet128_{p}" for p in IMAGENET128_IS_FID))
 
 
+@with_runlocal(runlocal)
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = arg or "cifar10_10"
     if arg not in VARIANTS:

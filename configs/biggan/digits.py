@@ -7,11 +7,12 @@ the main job runs on a fresh machine with no download. The model is BigGAN's 32x
 
 import ml_collections
 
-from configs.biggan.base import biggan_config
+from configs.biggan.base import biggan_config, runlocal, with_runlocal
 
 VARIANTS = ()
 
 
+@with_runlocal(runlocal)
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
     config = biggan_config(resolution=32, num_classes=10, dataset="digits", batch_size=32,

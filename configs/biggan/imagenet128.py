@@ -5,7 +5,7 @@ Use as ``--config=configs/biggan/imagenet128.py:row8`` (the default) or ``:deep`
 
 import ml_collections
 
-from configs.biggan.base import biggan_config, variant_error
+from configs.biggan.base import biggan_config, runlocal, variant_error, with_runlocal
 
 
 def _row(batch_size: int, ch: int, params_M: float, shared: bool, hier: bool, ortho: bool,
@@ -70,6 +70,7 @@ def deep_config() -> ml_collections.ConfigDict:
     return config
 
 
+@with_runlocal(runlocal)
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = arg or "row8"
     if arg == "deep":

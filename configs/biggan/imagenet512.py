@@ -5,11 +5,12 @@ Use as ``--config=configs/biggan/imagenet512.py:biggan`` (the default) or ``:dee
 
 import ml_collections
 
-from configs.biggan.base import biggan_config, variant_error
+from configs.biggan.base import biggan_config, runlocal, variant_error, with_runlocal
 
 VARIANTS = ("biggan", "deep")
 
 
+@with_runlocal(runlocal)
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = arg or "biggan"
     if arg == "biggan":

@@ -9,9 +9,9 @@ from typing import Any
 
 import ml_collections
 
-from configs.biggan.base import variant_error
+from configs.variants import variant_error, with_runlocal
 
-__all__ = ["diffusion_config", "variant_error"]
+__all__ = ["diffusion_config", "runlocal", "variant_error", "with_runlocal"]
 
 
 def diffusion_config(*, model: str, unet: dict[str, Any], resolution: int, dataset: str,
@@ -69,3 +69,21 @@ def diffusion_config(*, model: str, unet: dict[str, Any], resolution: int, datas
     ))
     config.paper = ml_collections.ConfigDict()
     return config
+
+
+def runlocal(config: ml_collections.ConfigDict) -> None:
+    """Shrinks a diffusion config in place to run a few steps on a CPU in minutes: the
+    row's process, loss and U-Net options (learned variance, AdaGN, heads) with 32 channels at
+    two levels (attention at the lower one when it is at most 16x16), T = 50, on the embedded
+    digits at the row's resolution, with a small batch and eval."""
+    lower = config.data.resolution // 2
+    config.model.update(ch=32, ch_mult=(1, 2), num_res_blocks=1,
+                        attn_resolutions=(lower,) if lower <= 16 else ())
+    if config.model.num_classes:
+        config.model.num_classes = 10
+    config.diffusion.num_steps = 50
+    config.data.update(name="digits", data_dir="", random_flip=False)
+    config.train.update(batch_size=16, steps=4, warmup=0, ema_start=1, log_every=2,
+                        sample_every=4, checkpoint_every=2)
+    config.eval.update(num_samples=20, batch_size=10, sample_steps=2, bpd_examples=0,
+                       inception_weights="")

@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from configs.diffusion.base import diffusion_config
+from configs.diffusion.base import diffusion_config, runlocal, with_runlocal
 
 VARIANTS = ()
 UNET = dict(ch=128, ch_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2, attn_resolutions=(16,),
@@ -10,6 +10,7 @@ UNET = dict(ch=128, ch_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2, attn_resolutio
 """DDPM's 256x256 U-Net (App. B): 114M parameters."""
 
 
+@with_runlocal(runlocal)
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
     config = diffusion_config(model="ddpm_256", unet=UNET, resolution=256, dataset="celeb_a_hq/256",

@@ -2,13 +2,14 @@
 
 import ml_collections
 
-from configs.diffusion.base import diffusion_config
+from configs.diffusion.base import diffusion_config, runlocal, with_runlocal
 
 VARIANTS = ()
 UNET = dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1)
 """DDPM's CIFAR-10 U-Net (App. B): 35.7M parameters."""
 
 
+@with_runlocal(runlocal)
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
     config = diffusion_config(model="ddpm_cifar10", unet=UNET, resolution=32,

@@ -6,7 +6,7 @@ row here is the 114M model (FID 6.36).
 
 import ml_collections
 
-from configs.diffusion.base import diffusion_config, variant_error
+from configs.diffusion.base import diffusion_config, runlocal, variant_error, with_runlocal
 
 ROWS = {
     "church": dict(dataset="lsun/church_outdoor", steps=1_200_000, fid=7.89),
@@ -19,6 +19,7 @@ UNET = dict(ch=128, ch_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2, attn_resolutio
 """DDPM's 256x256 U-Net (App. B): 114M parameters."""
 
 
+@with_runlocal(runlocal)
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg not in ROWS:
         raise variant_error(arg, VARIANTS, "configs/diffusion/ddpm_lsun256.py")

@@ -16,11 +16,12 @@ sqrt(1 - abar) v, bounded) they were grey, clean and of the requested class by s
 
 import ml_collections
 
-from configs.diffusion.base import diffusion_config
+from configs.diffusion.base import diffusion_config, runlocal, with_runlocal
 
 VARIANTS = ()
 
 
+@with_runlocal(runlocal)
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
     config = diffusion_config(

@@ -11,7 +11,7 @@ measured in the reference code, so it is ``paper.params_derived`` instead.
 
 import ml_collections
 
-from configs.diffusion.base import diffusion_config, variant_error
+from configs.diffusion.base import diffusion_config, runlocal, variant_error, with_runlocal
 
 #: (schedule, loss, T, NLL bits/dim, FID) as in the paper's table for CIFAR-10.
 ROWS = {
@@ -33,6 +33,7 @@ VARIANCE_OUTPUT_PARAMS = 128 * 3 * 3 * 3 + 3
 """The output conv's variance channels: 3 x (3x3 kernel over 128 channels) + 3 biases."""
 
 
+@with_runlocal(runlocal)
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg not in ROWS:
         raise variant_error(arg, VARIANTS, "configs/diffusion/iddpm_cifar10.py")

@@ -6,7 +6,7 @@ class_cond (192 channels, 273M, lr 3e-4, batch 2048, 250k iterations).
 
 import ml_collections
 
-from configs.diffusion.base import diffusion_config, variant_error
+from configs.diffusion.base import diffusion_config, runlocal, variant_error, with_runlocal
 
 VARIANTS = ("hybrid", "vlb", "class_cond")
 UNET = dict(ch=128, ch_mult=(1, 2, 3, 4), num_res_blocks=3, attn_resolutions=(16, 8),
@@ -14,6 +14,7 @@ UNET = dict(ch=128, ch_mult=(1, 2, 3, 4), num_res_blocks=3, attn_resolutions=(16
 """iDDPM's ImageNet-64 U-Net (App. A): 121M parameters; 192 channels (273M) class-conditional."""
 
 
+@with_runlocal(runlocal)
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg not in VARIANTS:
         raise variant_error(arg, VARIANTS, "configs/diffusion/iddpm_imagenet64.py")
