@@ -30,3 +30,16 @@ def assert_resumes_exactly(config, batch, start, count=4):
     assert resumed.next_batch == start
     assert_same_batches(full[start:], take(resumed, count))
     return full
+
+
+def not_found_message(fields, empty_dir):
+    """The DatasetNotFoundError message for a data config of ``fields``, where '{empty}' in a
+    value stands for ``empty_dir``."""
+    fields = {k: v.format(empty=empty_dir) for k, v in fields.items()}
+    try:
+        data.create_input_pipeline(data_config(**fields), global_batch_size=4, seed=0,
+                                   process_count=1)
+    except data.DatasetNotFoundError as error:
+        assert 'data' in str(error)
+        return str(error)
+    raise AssertionError(f'no DatasetNotFoundError for {fields}')

@@ -3,7 +3,7 @@ exact resume, per-process sharding, errors (tfds datasets: test_data_tfds.py).""
 
 import numpy as np
 import pytest
-from data_helpers import assert_resumes_exactly, data_config, take
+from data_helpers import assert_resumes_exactly, data_config, not_found_message, take
 from PIL import Image
 
 from gencore import data
@@ -103,11 +103,7 @@ def test_image_folder_labels_crop_and_resume(tmp_path):
     ({'name': 'folder', 'data_dir': '{empty}'}, 'no .png/.jpg/.jpeg images'),
 ])
 def test_missing_data_gives_one_clear_error(tmp_path, fields, message):
-    fields = {k: v.format(empty=tmp_path) for k, v in fields.items()}
-    with pytest.raises(data.DatasetNotFoundError, match='data') as error:
-        data.create_input_pipeline(data_config(**fields), global_batch_size=4, seed=0,
-                                   process_count=1)
-    assert message in str(error.value)
+    assert message in not_found_message(fields, tmp_path)
 
 
 @pytest.mark.parametrize('fields, batch, message', [
