@@ -121,6 +121,7 @@ def test_bad_config_fails_before_compile(overrides, message):
 
 
 def test_missing_dataset_is_reported_before_training(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
     config = tiny_config(**{"data.name": "imagenet2012", "data.data_dir": str(tmp_path / "no")})
     with pytest.raises(DatasetNotFoundError, match="imagenet2012"):
         train.train_and_evaluate(config, str(tmp_path / "run"))

@@ -233,7 +233,7 @@ def test_read_input_errors(tmp_path, monkeypatch):
         convert_pretrained.read_input(tmp_path)
     (tmp_path / "pytorch_model.bin").write_bytes(b"not a checkpoint")
     monkeypatch.setitem(sys.modules, "torch", None)       # as if the [torch] extra were absent
-    with pytest.raises(ImportError, match=r"pip install '.\[torch\]'"):
+    with pytest.raises(ImportError, match=r"pip install -e '.\[torch\]'"):
         convert_pretrained.read_input(tmp_path)
 
 
