@@ -25,10 +25,10 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 from jax.sharding import NamedSharding
+from step_settings import PRECISIONS, SETTINGS, serve
 
 from gencore import sharding
 from gencore.config_util import load_config
-from step_settings import PRECISIONS, SETTINGS, serve
 
 _SETTING = flags.DEFINE_enum("setting", None, sorted(SETTINGS), "The setting to time.")
 _BATCH = flags.DEFINE_integer("batch", 0, "Per-device batch; 0: the setting's.")
@@ -37,6 +37,8 @@ _PRECISION = flags.DEFINE_enum("precision", "default", PRECISIONS, "See the modu
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed iterations after one warm-up (no --serve).")
 _SERVE = flags.DEFINE_bool("serve", False, "Speak step_settings.py's protocol instead.")
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed iterations before the ready line.")
+_SMOKE = flags.DEFINE_bool("smoke", False, "The setting's tiny batch and width (where --batch "
+                           "and --width are 0).")
 
 #: Dense peak FLOP/s by precision, keyed by a part of the device name JAX reports (NVIDIA's
 #: data sheets, SXM modules; the PCIe H100 separately). 'default' runs fp32 as TF32.
@@ -55,13 +57,14 @@ def peak_flops(device_kind: str, precision: str) -> float | None:
     return None
 
 
-def setting_config(name: str, batch: int, width: int, precision: str
+def setting_config(name: str, batch: int, width: int, precision: str, smoke: bool = False
                    ) -> ml_collections.ConfigDict:
-    """The setting's config at ``batch`` / ``width`` (0: the setting's own) and precision."""
+    """The setting's config at ``batch`` / ``width`` (0: the setting's own, or its smoke
+    values when ``smoke``) and precision."""
     setting = SETTINGS[name]
     config = load_config(setting.our_config)
-    config.train.batch_size = batch or setting.batch
-    width = width or setting.width
+    config.train.batch_size = batch or (setting.smoke_batch if smoke else setting.batch)
+    width = width or (setting.smoke_width if smoke else setting.width)
     if setting.family == "biggan":
         config.model.update(g_ch=width, d_ch=width)
         config.train.grad_accum = 1
@@ -103,7 +106,8 @@ def main(argv: list[str]) -> None:
     del argv
     if _PRECISION.value == "highest":
         jax.config.update("jax_default_matmul_precision", "highest")
-    config = setting_config(_SETTING.value, _BATCH.value, _WIDTH.value, _PRECISION.value)
+    config = setting_config(_SETTING.value, _BATCH.value, _WIDTH.value, _PRECISION.value,
+                            _SMOKE.value)
     start = time.perf_counter()
     compiled, state, batch, params, images = build(_SETTING.value, config)
     compile_seconds = time.perf_counter() - start

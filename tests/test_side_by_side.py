@@ -1,0 +1,97 @@
+"""benchmarks/side_by_side.py's flags, commands and JSON lines (no torch, nothing timed), and
+benchmarks/gpu_check.sh's syntax."""
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+SCRIPT = BENCHMARKS / "side_by_side.py"
+
+
+def load_side_by_side():
+    spec = importlib.util.spec_from_file_location("side_by_side", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_dry_run_prints_both_sides_commands():
+    result = run_script("--dry-run", "--smoke", "--settings=ddpm_cifar10,biggan128",
+                        "--batch=biggan128=3", "--precision=highest")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(x["setting"], x["side"]) for x in lines] == [
+        ("ddpm_cifar10", "ours"), ("ddpm_cifar10", "reference"),
+        ("biggan128", "ours"), ("biggan128", "reference")]
+    ours, reference = lines[2], lines[3]
+    assert ours["batch"] == 3 and "--batch=3" in ours["argv"] and "--batch=3" in reference["argv"]
+    assert ours["argv"][1].endswith("our_step.py") and "--serve" in ours["argv"]
+    assert reference["argv"][1].endswith("reference_step.py") and "biggan128" in reference["argv"]
+    assert ours["env"]["JAX_PLATFORMS"] == "cpu" and reference["env"] == {
+        "CUDA_VISIBLE_DEVICES": ""}
+    assert "--precision=highest" in ours["argv"] and "--precision=highest" in reference["argv"]
+    assert lines[0]["batch"] == 2 and "--width=32" in lines[0]["argv"]   # ddpm's smoke setting
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--settings=ddpm_cifar10,nope"], "unknown ['nope']"),
+    (["--batch=ddpm_cifar10=0"], "--batch: 'ddpm_cifar10=0'"),
+    (["--rounds=0"], "--rounds and --steps"),
+])
+def test_bad_flags_fail_with_one_line(args, message):
+    result = run_script("--dry-run", *args)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def fake_side(params: int, images: int) -> list[str]:
+    """A process that speaks the protocol with an iteration that does nothing."""
+    code = (f"import sys; sys.path.insert(0, {str(BENCHMARKS)!r}); "
+            "from step_settings import serve; "
+            f"serve(lambda: None, {{'params': {params}, 'images_per_step': {images}}}, 1)")
+    return [sys.executable, "-c", code]
+
+
+def test_measurement_and_ratio_lines(monkeypatch, capsys):
+    module = load_side_by_side()
+    args = module.parse_args(["--settings=ddpm_cifar10", "--rounds=2", "--steps=2"])
+    monkeypatch.setattr(module, "commands", lambda name, args: {
+        "ours": {"argv": fake_side(7, 4), "env": {}, "precision": "default"},
+        "reference": {"argv": fake_side(7, 2), "env": {}, "precision": "default"},
+        "batch": 4})
+    assert module.run_setting("ddpm_cifar10", args)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 6
+    measurement, ratio = lines[0], lines[2]
+    assert {"setting", "side", "device", "precision", "round", "params", "s_per_step_min",
+            "s_per_step_median", "images_per_s"} <= set(measurement)
+    assert [x.get("side") for x in lines[:3]] == ["ours", "reference", None]
+    assert ratio["round"] == 0 and ratio["ratio_ours_over_reference"] == pytest.approx(
+        lines[0]["images_per_s"] / lines[1]["images_per_s"], rel=1e-2)
+
+
+def test_parameter_count_mismatch_fails(monkeypatch, capsys):
+    module = load_side_by_side()
+    args = module.parse_args(["--settings=ddpm_cifar10"])
+    monkeypatch.setattr(module, "commands", lambda name, args: {
+        "ours": {"argv": fake_side(7, 4), "env": {}, "precision": "default"},
+        "reference": {"argv": fake_side(8, 4), "env": {}, "precision": "default"},
+        "batch": 4})
+    assert not module.run_setting("ddpm_cifar10", args)
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert line["error"] == "parameter counts differ: ours 7, reference 8"
+
+
+def test_gpu_check_is_valid_bash():
+    result = subprocess.run(["bash", "-n", str(BENCHMARKS / "gpu_check.sh")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
