@@ -62,18 +62,33 @@ run() {  # run NAME CAP_SECONDS COMMAND...: stdout to OUT/NAME.out, stderr to th
   return $rc
 }
 
+digits_jobs() {  # digits_jobs NAME PACKAGE STEPS: the main job, then its eval and sample
+  # commands; their config overrides and sample flags are the arrays NAME_overrides and
+  # NAME_sample.
+  local name=$1 package=$2 steps=$3 config=configs/$2/digits.py workdir=$out/$1
+  local -n overrides=${name}_overrides sample=${name}_sample
+  if run "${name}_main" 120 "$python" -m "$package.main" --config="$config" \
+      --workdir="$workdir" "${overrides[@]}"; then
+    run "${name}_eval" 60 "$python" -m "$package.eval" --config="$config" \
+      --workdir="$workdir" --step="$steps" "${overrides[@]}"
+    run "${name}_sample" 30 "$python" -m "$package.sample" --workdir="$workdir" \
+      --out="$out/${name}_sheet.png" "${sample[@]}"
+  fi
+}
+
+biggan_digits_sample=(--classes=0,1,2,3,4,5,6,7,8,9 --truncation=0.5)
 if [[ -n $smoke ]]; then
   export JAX_PLATFORMS=cpu
   device=cpu
   budget_a=600 budget_b=900 budget_c=600 budget_d=300
   gan_steps=4 diffusion_steps=4
-  gan_overrides=(--config.train.steps=4 --config.train.checkpoint_every=4
+  biggan_digits_overrides=(--config.train.steps=4 --config.train.checkpoint_every=4
     --config.train.sample_every=4 --config.train.log_every=2 --config.eval.num_samples=40
     --config.eval.batch_size=20 --config.eval.standing_stats_passes=1)
-  diffusion_overrides=(--config.train.steps=4 --config.train.checkpoint_every=4
+  ddpm_digits_overrides=(--config.train.steps=4 --config.train.checkpoint_every=4
     --config.train.sample_every=4 --config.train.log_every=2 --config.eval.num_samples=20
     --config.eval.batch_size=10 --config.eval.sample_steps=2 --config.eval.bpd_examples=0)
-  diffusion_sample_flags=(--num=1 --steps=4)
+  ddpm_digits_sample=(--num=1 --steps=4)
   cap_scale=5
   step_flags=(--smoke --steps=1)
   step_settings=(biggan_cifar10 ddpm_cifar10)
@@ -84,7 +99,7 @@ else
   device=cuda
   budget_a=150 budget_b=180 budget_c=100 budget_d=50
   gan_steps=1200 diffusion_steps=1500
-  gan_overrides=() diffusion_overrides=() diffusion_sample_flags=() cap_scale=1
+  biggan_digits_overrides=() ddpm_digits_overrides=() ddpm_digits_sample=() cap_scale=1
   step_flags=(--steps=5)
   step_settings=(biggan_cifar10 biggan128 biggan_deep128 ddpm_cifar10 iddpm_cifar10_hybrid)
   precision_settings=("${step_settings[@]}")
@@ -96,22 +111,8 @@ note "gpu_check.sh ${smoke:-full} on $device; out $out; git $(git rev-parse --sh
 "$python" -c "import jax; print('jax', jax.__version__, jax.devices())" >> "$log" 2>&1
 
 part a "$budget_a"
-gan=$out/biggan_digits
-if run biggan_digits_main 120 "$python" -m biggan.main --config=configs/biggan/digits.py \
-    --workdir="$gan" "${gan_overrides[@]}"; then
-  run biggan_digits_eval 60 "$python" -m biggan.eval --config=configs/biggan/digits.py \
-    --workdir="$gan" --step="$gan_steps" "${gan_overrides[@]}"
-  run biggan_digits_sample 30 "$python" -m biggan.sample --workdir="$gan" \
-    --classes=0,1,2,3,4,5,6,7,8,9 --truncation=0.5 --out="$out/biggan_digits_sheet.png"
-fi
-ddpm=$out/ddpm_digits
-if run ddpm_digits_main 120 "$python" -m diffusion.main --config=configs/diffusion/digits.py \
-    --workdir="$ddpm" "${diffusion_overrides[@]}"; then
-  run ddpm_digits_eval 60 "$python" -m diffusion.eval --config=configs/diffusion/digits.py \
-    --workdir="$ddpm" --step="$diffusion_steps" "${diffusion_overrides[@]}"
-  run ddpm_digits_sample 30 "$python" -m diffusion.sample --workdir="$ddpm" \
-    --out="$out/ddpm_digits_sheet.png" "${diffusion_sample_flags[@]}"
-fi
+digits_jobs biggan_digits biggan "$gan_steps"
+digits_jobs ddpm_digits diffusion "$diffusion_steps"
 
 part b "$budget_b"
 for setting in "${step_settings[@]}"; do
