@@ -1,19 +1,17 @@
 r"""Training-step speed of the DDPM and iDDPM CIFAR-10 U-Nets: forward, backward, Adam; fp32.
 
   python benchmarks/diffusion_train_step.py [--batch=8] [--repeats=5] [--models=ddpm,iddpm]
-      [--notorch] [--rng_impl=threefry2x32]
+      [--rng_impl=threefry2x32]
 
 ddpm:  DDPM CIFAR-10 U-Net (35.7M), L_simple, linear schedule T=1000, dropout 0.1.
 iddpm: iDDPM CIFAR-10 U-Net (52.5M), L_hybrid with the learned variance, cosine T=4000,
        dropout 0.3.
 Each step draws t, noise and dropout masks, computes the loss and its gradient, and applies
-Adam, all in one jitted function. When torch is installed, a PyTorch U-Net with the same
-architecture and parameter count (written here after improved-diffusion's UNetModel) is
-timed on the same batch, alternating with ours so that both see the same load; its loss is
-the MSE of the output (the loss terms are elementwise and negligible next to the network).
-Prints one JSON line: compile seconds, median seconds per step, images/s, the PyTorch
-figures and ratio, the reference figures (`REFERENCE_IMAGES_PER_S`), and the load average
-before and after. Measured figures: benchmarks/README.md.
+Adam, all in one jitted function (the bare loss and optimiser; `our_step.py` times the
+whole train step of the configs, EMA included, and `side_by_side.py` puts it beside
+improved-diffusion's own). Prints one JSON line: compile seconds, median seconds per step,
+images/s, the reference figures (`REFERENCE_IMAGES_PER_S`), and the load average before and
+after. Measured figures: benchmarks/README.md.
 """
 
 import json
@@ -35,7 +33,6 @@ from gencore.config_util import load_config
 _BATCH = flags.DEFINE_integer("batch", 8, "Images per step.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed steps per model (after one warm-up).")
 _MODELS = flags.DEFINE_list("models", ["ddpm", "iddpm"], "Which U-Nets to time.")
-_TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch U-Net when torch is installed.")
 _RNG = flags.DEFINE_string("rng_impl", "threefry2x32", "JAX PRNG for t, noise and dropout: JAX's "
                            "default 'threefry2x32', as in training, or 'rbg' (XLA's "
                            "RngBitGenerator; 2.4x slower per bit on the 2-core EPYC).")
@@ -87,169 +84,26 @@ def jax_step(name: str, batch: int):
     return compiled, state, time.perf_counter() - t0
 
 
-def torch_unet(name: str):
-    """The same U-Net in PyTorch (NCHW), as improved-diffusion's UNetModel builds it."""
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    hp = load_config(SETTINGS[name]["config"]).model
-    ss, heads, drop = hp.get("scale_shift_norm", False), hp.get("num_heads", 1), hp["dropout"]
-    emb_dim = 4 * hp["ch"]
-
-    class Res(nn.Module):
-        def __init__(self, cin: int, cout: int):
-            super().__init__()
-            self.n1, self.c1 = nn.GroupNorm(32, cin), nn.Conv2d(cin, cout, 3, padding=1)
-            self.emb = nn.Linear(emb_dim, 2 * cout if ss else cout)
-            self.n2, self.c2 = nn.GroupNorm(32, cout), nn.Conv2d(cout, cout, 3, padding=1)
-            self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-
-        def forward(self, x, emb):
-            h = self.c1(F.silu(self.n1(x)))
-            e = self.emb(F.silu(emb))[:, :, None, None]
-            if ss:
-                scale, shift = e.chunk(2, dim=1)
-                h = self.n2(h) * (1 + scale) + shift
-            else:
-                h = self.n2(h + e)
-            return self.skip(x) + self.c2(F.dropout(F.silu(h), drop, self.training))
-
-    class Attn(nn.Module):
-        def __init__(self, c: int):
-            super().__init__()
-            self.norm, self.qkv, self.proj = nn.GroupNorm(32, c), nn.Conv1d(c, 3 * c, 1), \
-                nn.Conv1d(c, c, 1)
-
-        def forward(self, x):
-            b, c, hgt, wid = x.shape
-            qkv = self.qkv(self.norm(x).reshape(b, c, -1)).reshape(b * heads, 3 * c // heads, -1)
-            q, k, v = qkv.chunk(3, dim=1)
-            w = torch.softmax(torch.einsum("bct,bcs->bts", q, k) * (c // heads) ** -0.5, -1)
-            h = torch.einsum("bts,bcs->bct", w, v).reshape(b, c, -1)
-            return x + self.proj(h).reshape(b, c, hgt, wid)
-
-    class UNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            ch, mult, nres = hp["ch"], hp["ch_mult"], hp["num_res_blocks"]
-            self.temb = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(),
-                                      nn.Linear(emb_dim, emb_dim))
-            self.conv_in = nn.Conv2d(3, ch, 3, padding=1)
-            self.down, chans, c, res = nn.ModuleList(), [ch], ch, 32
-            for lvl, m in enumerate(mult):
-                for _ in range(nres):
-                    blk = [Res(c, ch * m)]
-                    c = ch * m
-                    if res in hp["attn_resolutions"]:
-                        blk.append(Attn(c))
-                    self.down.append(nn.ModuleList(blk))
-                    chans.append(c)
-                if lvl != len(mult) - 1:
-                    self.down.append(nn.ModuleList([nn.Conv2d(c, c, 3, stride=2, padding=1)]))
-                    chans.append(c)
-                    res //= 2
-            self.mid = nn.ModuleList([Res(c, c), Attn(c), Res(c, c)])
-            self.up = nn.ModuleList()
-            for lvl, m in reversed(list(enumerate(mult))):
-                for i in range(nres + 1):
-                    blk = [Res(c + chans.pop(), ch * m)]
-                    c = ch * m
-                    if res in hp["attn_resolutions"]:
-                        blk.append(Attn(c))
-                    if lvl and i == nres:
-                        blk.append(nn.Conv2d(c, c, 3, padding=1))
-                        res *= 2
-                    self.up.append(nn.ModuleList(blk))
-            self.out = nn.Sequential(nn.GroupNorm(32, c), nn.SiLU(),
-                                     nn.Conv2d(c, 6 if hp.get("learn_sigma") else 3, 3, padding=1))
-            self.ch = ch
-
-        def run(self, layers, h, emb):
-            for layer in layers:
-                if isinstance(layer, Res):
-                    h = layer(h, emb)
-                elif isinstance(layer, Attn) or layer.stride[0] == 2:
-                    h = layer(h)
-                else:
-                    h = layer(F.interpolate(h, scale_factor=2, mode="nearest"))
-            return h
-
-        def forward(self, x, t):
-            half = self.ch // 2
-            freqs = torch.exp(-np.log(10000.0) / (half - 1) * torch.arange(half))
-            args = t[:, None].float() * freqs[None]
-            emb = self.temb(torch.cat([torch.sin(args), torch.cos(args)], 1))
-            hs = [self.conv_in(x)]
-            for layers in self.down:
-                hs.append(self.run(layers, hs[-1], emb))
-            h = self.run(self.mid, hs[-1], emb)
-            for layers in self.up:
-                h = self.run(layers, torch.cat([h, hs.pop()], 1), emb)
-            return self.out(h)
-
-    return UNet()
-
-
-def torch_step(name: str, batch: int):
-    """(step function, parameter count) of the PyTorch U-Net with Adam."""
-    import torch
-
-    torch.manual_seed(0)
-    net = torch_unet(name).train()
-    opt = torch.optim.Adam(net.parameters(), lr=SETTINGS[name]["lr"])
-    x = torch.rand(batch, 3, 32, 32) * 2 - 1
-    steps = SETTINGS[name]["steps"]
-
-    def step():
-        t = torch.randint(0, steps, (batch,))
-        out = net(x + torch.randn_like(x), t * (1000.0 / steps))
-        loss = (out - torch.randn_like(out)).square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    return step, sum(p.numel() for p in net.parameters())
-
-
 def main(_) -> None:
     load_before = os.getloadavg()[0]
-    try:
-        import torch  # noqa: F401
-
-        use_torch = _TORCH.value
-    except ImportError:
-        use_torch = False
     result = {"batch": _BATCH.value, "dtype": "float32", "device": jax.devices()[0].platform,
               "rng_impl": _RNG.value}
     for name in _MODELS.value:
         compiled, state, compile_s = jax_step(name, _BATCH.value)
         state = compiled(*state, key(3))[:2]
         jax.block_until_ready(state)
-        t_step, t_params = torch_step(name, _BATCH.value) if use_torch else (None, None)
-        if t_step:
-            t_step()
-        ours, theirs = [], []
+        ours = []
         for r in range(_REPEATS.value):
             t0 = time.perf_counter()
             *state, loss = compiled(*state, key(4 + r))
             loss.block_until_ready()
             ours.append(time.perf_counter() - t0)
-            if t_step:
-                t0 = time.perf_counter()
-                t_step()
-                theirs.append(time.perf_counter() - t0)
         sec = float(np.median(ours))
         entry = {"compile_s": round(compile_s, 1), "s_per_step": round(sec, 3),
                  "images_per_s": round(_BATCH.value / sec, 3),
                  "reference_images_per_s": REFERENCE_IMAGES_PER_S[name],
                  "speedup_vs_reference": round(_BATCH.value / sec / REFERENCE_IMAGES_PER_S[name],
                                                3)}
-        if theirs:
-            tsec = float(np.median(theirs))
-            entry.update(torch_s_per_step=round(tsec, 3), torch_params=t_params,
-                         speedup_vs_torch_same_load=round(tsec / sec, 3))
         result[name] = entry
     result["load_avg_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     print(json.dumps(result))
