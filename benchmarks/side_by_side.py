@@ -22,6 +22,7 @@ setting as JSON lines and runs nothing.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -44,7 +45,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3, help="timed iterations per round")
     parser.add_argument("--batch", default="", help="per-device batches, e.g. biggan128=32")
     parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads per side (torch threads; XLA's Eigen pool); 0: all")
+                        help="PyTorch's CPU threads; 1 also turns off XLA's multi-threaded "
+                             "Eigen on our side (one thread each); 0: each side's default")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
@@ -74,9 +76,9 @@ def commands(name: str, args: argparse.Namespace) -> dict[str, dict]:
     shared = [f"--batch={batch}", f"--width={width}"]
     ours_env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false",
                 "JAX_PLATFORMS": "cpu" if args.device == "cpu" else "cuda"}
-    if args.threads:
-        ours_env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
-                                 f"{'false' if args.threads == 1 else 'true'}").strip()
+    if args.threads == 1:
+        ours_env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                 + " --xla_cpu_multi_thread_eigen=false").strip()
     reference_env = {"CUDA_VISIBLE_DEVICES": ""} if args.device == "cpu" else {}
     reference_precision = "highest" if args.precision == "highest" else "default"
     return {
@@ -113,7 +115,8 @@ class Side:
         return self.read()["times"]
 
     def close(self) -> None:
-        self.process.stdin.close()
+        with contextlib.suppress(BrokenPipeError):
+            self.process.stdin.close()
         self.process.wait()
 
 
