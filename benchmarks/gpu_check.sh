@@ -89,7 +89,7 @@ if [[ -n $smoke ]]; then
     --config.train.sample_every=4 --config.train.log_every=2 --config.eval.num_samples=20
     --config.eval.batch_size=10 --config.eval.sample_steps=2 --config.eval.bpd_examples=0)
   ddpm_digits_sample=(--num=1 --steps=4)
-  cap_scale=5
+  cap_scale=10   # compiles on a loaded 2-core machine take minutes
   step_flags=(--smoke --steps=1)
   step_settings=(biggan_cifar10 ddpm_cifar10)
   precision_settings=(biggan_cifar10)
