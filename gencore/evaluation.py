@@ -114,7 +114,7 @@ def example_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
 
 
 def local_rows(x: jax.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(global row indices [n], rows [n, ...]) of the rows of a batch-split array that this
+    """(row indices [n] in ``x``, rows [n, ...]) of the rows of a batch-split array that this
     process holds, in row order."""
     shards: dict[int, np.ndarray] = {}
     for shard in x.addressable_shards:
@@ -147,8 +147,8 @@ def sample_features(draw: DrawFn, extractors: Sequence[FeatureExtractor], *,
     ids, features = [], [([], []) for _ in extractors]
     for start in range(0, num_samples, batch_size):
         images = draw(*keys_and_labels(np.int32(start)))
-        row_ids, rows = local_rows(images)
-        ids.append(row_ids)
+        rows_in_batch, rows = local_rows(images)
+        ids.append(start + rows_in_batch)
         placed = jax.device_put(rows, local_placement)
         for extractor, (pool, logits) in zip(extractors, features, strict=True):
             f, lg = jax.device_get(extractor.features(placed))
@@ -345,7 +345,10 @@ def eval_main(build: ModelEvalBuilder,
                                       "Seconds between looks for new checkpoints.")
     timeout_seconds = flags.DEFINE_float("timeout_seconds", 3600.0,
                                          "Stop after this long without a new checkpoint.")
-    flags.mark_flags_as_mutual_exclusive(["step", "latest", "untrained"])
+    flags.register_multi_flags_validator(
+        ["step", "latest", "untrained"],
+        lambda f: (f["step"] is not None) + f["latest"] + f["untrained"] <= 1,
+        "Pass at most one of --step, --latest and --untrained.")
     setup_process = define_process_flags()
 
     def main(argv: list[str]) -> None:
