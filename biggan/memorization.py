@@ -26,9 +26,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from biggan import latents, models
-from biggan.eval import restore_train_state
 from biggan.layers import SPECTRAL
-from biggan.train_step import BATCH_STATS, TrainState
+from biggan.train_step import BATCH_STATS, TrainState, create_train_state
 from gencore import checkpoint, sharding
 from gencore.config_util import check_config_arguments
 from gencore.console import stop_on_error
@@ -104,7 +103,9 @@ def run(workdir: str, config: ml_collections.ConfigDict | None = None, step: int
     # The held-out split is checked before the checkpoint is read.
     create_input_pipeline(config.data, global_batch_size=1, seed=0, split=heldout_split,
                           process_index=0, process_count=1)
-    state = restore_train_state(config, workdir, step, sharding.make_mesh(jax.devices()[:1]))
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    state = checkpoint.restore_read_only(workdir, lambda: create_train_state(config, mesh), step,
+                                         sharding.replicated(mesh))
     result = d_accuracies(config, state, num_images=num_images, heldout_split=heldout_split,
                           batch_size=batch_size)
     return {"step": step, "train_split": config.data.split, "heldout_split": heldout_split,

@@ -35,8 +35,8 @@ from etils import epath
 from ml_collections import config_flags
 
 from biggan import pretrained, standing_stats
-from biggan.eval import restore_generator
 from biggan.latents import draw_z
+from biggan.train_step import create_train_state
 from gencore import checkpoint, sharding
 from gencore.config_util import check_config_arguments
 from gencore.console import setup_job_logging, stop_on_error
@@ -149,7 +149,9 @@ def checkpoint_generator(workdir: str, truncation: float, step: int | None = Non
     standing statistics at ``truncation``; ``config`` defaults to the one saved with it."""
     step, config = checkpoint.resolve_run(workdir, step, config)
     mesh = sharding.make_mesh()
-    params, g_state = restore_generator(config, workdir, step, mesh)
+    state = checkpoint.restore_read_only(workdir, lambda: create_train_state(config, mesh), step,
+                                         sharding.replicated(mesh))
+    params, g_state = state.ema_params, state.g_state
     stats = standing_stats.standing_stats(
         config.model, params, g_state, jax.random.PRNGKey(seed), truncation,
         config.eval.standing_stats_passes, config.eval.batch_size, mesh, config.train.latent)

@@ -1,83 +1,40 @@
-r"""Evaluate a diffusion run's EMA weights as training writes checkpoints.
+r"""The diffusion eval job: follows a train job's checkpoints and scores the EMA weights.
 
-  python -m diffusion.eval --workdir=<train workdir> [--sampler=ddim] [--steps=50] \
-      [--guidance=1,3] [--num_samples=1000] [--once | --step=N]
+    python -m diffusion.eval --workdir=<train workdir> [--config=FILE] [--sampler=ddim]
+        [--steps=50,250] [--guidance=1,3] [--step=N | --latest] [--num_samples=N]
 
-For every checkpoint (``gencore.checkpoint.follow_checkpoints``; ``--once``: the latest only;
-``--step``: that one only)
-and every guidance scale it draws ``--num_samples`` samples (labels cycling over the classes)
-with the chosen sampler and number of respaced steps. On the embedded digits data it reports
-the data-specific classifier's metrics (``gencore.digits_classifier``: FID/KID/precision/recall
-in its feature space against all real digits at the model's resolution, and the class accuracy
-of the samples); other datasets are not scored here yet. With ``config.eval.bpd_examples`` > 0
-it adds the NLL in bits/dim (full T-step bound, DDPM Eq. 5) of that many examples of
-``config.eval.bpd_split``.
-Results go to ``<workdir>/eval/step_<N>.json`` and TensorBoard scalars in ``<workdir>/eval``.
+The shared evaluation (`gencore.evaluation`: checkpoints, feature spaces (Inception when its
+weights are configured, the data-specific digits classifier on the digits), reference
+statistics, metrics, metrics_<step>.json, TensorBoard scalars, best_fid.json) with one setting
+per pair of respaced step count and guidance scale (``diffusion.model.sampling_settings``:
+config.eval.sampler, sample_steps x guidance, overridden by ``--sampler``, ``--steps`` and
+``--guidance``): the sampler draws sample i's x_T and noise from its own key. With
+``config.eval.bpd_examples`` > 0 each step also gets the NLL in bits/dim (full T-step bound,
+DDPM Eq. 5) of that many examples of ``config.eval.bpd_split`` ('bits_per_dim' in
+step_metrics).
 """
 
-import json
-from collections.abc import Iterator
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
-from etils import epath
-from ml_collections import config_flags
+from absl import flags
+from jax.sharding import Mesh
 
 from diffusion import model as dmodel
 from diffusion.likelihood import bits_per_dim
 from diffusion.sampling import METHODS
-from diffusion.train import restore_ema_params, run_config
-from gencore import checkpoint, digits_classifier, metrics
-from gencore.config_util import check_config_arguments
-from gencore.console import say, setup_job_logging, stop_on_error
+from diffusion.train_step import create_train_state
 from gencore.data import create_input_pipeline
-from gencore.feature_extractors import extract_features
-from gencore.metric_writer import MetricWriter
-from gencore.training import define_process_flags
-
-
-def sample_batches(config: ml_collections.ConfigDict, params: Any, num_samples: int, *,
-                   sampler: str, steps: int, guidance: float, seed: int = 0
-                   ) -> Iterator[dict[str, np.ndarray]]:
-    """Batches {'image', 'label'} of ``config.eval.batch_size`` samples; labels cycle."""
-    batch = config.eval.batch_size
-    classes = max(config.model.num_classes, 1)
-    conditional = bool(config.model.num_classes)
-    run = jax.jit(lambda p, k, y: dmodel.generate(
-        config, p, k, batch, y if conditional else None, method=sampler, steps=steps,
-        guidance=guidance))
-    for i in range(-(-num_samples // batch)):
-        labels = (np.arange(i * batch, (i + 1) * batch) % classes).astype(np.int32)
-        key = jax.random.fold_in(jax.random.PRNGKey(seed), i)
-        yield {"image": np.asarray(run(params, key, labels)), "label": labels}
-
-
-def digits_scores(batches: Iterator[dict[str, np.ndarray]], num_samples: int, resolution: int
-                  ) -> dict[str, float]:
-    """Data-specific FID/KID/precision/recall against all real digits and class accuracy.
-
-    The real digits come from the data pipeline at the samples' ``resolution``, so both sides
-    reach the classifier through the same resize."""
-    extractor = digits_classifier.load_or_train()
-    real_images, _ = digits_classifier.load_digits_images(resolution)
-    real = extract_features(extractor, [real_images])
-    fake = extract_features(extractor, batches, num_samples)
-    mu, sigma = metrics.gaussian_statistics(real.features)
-    scores = metrics.sample_quality_metrics(
-        fake.features, fake.logits, mu, sigma, real.features,
-        kid_subset_size=min(1000, num_samples, len(real.features)))
-    scores["class_accuracy"] = metrics.classification_accuracy(fake.logits, fake.labels)
-    return scores
+from gencore.evaluation import DrawFn, ModelEval, eval_main, set_eval_field
 
 
 def heldout_bits_per_dim(config: ml_collections.ConfigDict, params: Any) -> float:
     """Mean NLL bound in bits/dim of ``config.eval.bpd_examples`` held-out examples."""
     ev = config.eval
-    pipeline = create_input_pipeline(config.data, global_batch_size=ev.batch_size,
-                                     seed=0, split=ev.bpd_split)
+    pipeline = create_input_pipeline(config.data, global_batch_size=ev.batch_size, seed=0,
+                                     split=ev.bpd_split, process_index=0, process_count=1)
     unet, param = dmodel.build_unet(config), dmodel.parameterization(config)
     schedule = dmodel.train_schedule(config)
 
@@ -95,22 +52,33 @@ def heldout_bits_per_dim(config: ml_collections.ConfigDict, params: Any) -> floa
     return float(np.mean(np.concatenate(totals)[:ev.bpd_examples]))
 
 
-def evaluate(config: ml_collections.ConfigDict, params: Any, *, sampler: str, steps: int,
-             guidances: list[float], num_samples: int) -> dict[str, float]:
-    """Every figure for one set of EMA parameters, keys suffixed with the guidance scale."""
-    results: dict[str, float] = {}
-    for g in guidances:
-        if config.data.name != "digits":
-            logging.warning("sample metrics for %r need Inception weights; not computed here",
-                            config.data.name)
-            break
-        batches = sample_batches(config, params, num_samples, sampler=sampler, steps=steps,
-                                 guidance=g)
-        for k, v in digits_scores(batches, num_samples, config.data.resolution).items():
-            results[f"digits_{k}/guidance_{g:g}"] = v
-    if config.eval.bpd_examples:
-        results["bits_per_dim"] = heldout_bits_per_dim(config, params)
-    return results
+def model_eval(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelEval:
+    """The diffusion part of the evaluation: the EMA U-Net sampled with each setting of
+    ``dmodel.sampling_settings``; bits/dim as a step metric when config.eval.bpd_examples > 0."""
+    check_bpd_split(config)
+    conditional = bool(config.model.num_classes)
+    compiled: dict[tuple[Any, ...], Any] = {}
+
+    def sampler(params: Any, setting: dict[str, Any]) -> DrawFn:
+        key = tuple(setting.values())
+        if key not in compiled:
+            compiled[key] = jax.jit(lambda p, keys, labels: dmodel.generate(
+                config, p, keys, labels if conditional else None, method=setting["sampler"],
+                steps=setting["steps"], guidance=setting["guidance"]))
+        return lambda keys, labels: compiled[key](params, keys, labels)
+
+    def step_metrics(params: Any) -> dict[str, float]:
+        if not config.eval.bpd_examples:
+            return {}
+        return {"bits_per_dim": heldout_bits_per_dim(config, params)}
+
+    return ModelEval(
+        create_state=lambda: create_train_state(config, mesh),
+        weights=lambda state: state.ema_params,
+        settings=dmodel.sampling_settings(config),
+        sampler=sampler,
+        step_metrics=step_metrics,
+    )
 
 
 def check_bpd_split(config: ml_collections.ConfigDict) -> None:
@@ -129,49 +97,21 @@ def check_bpd_split(config: ml_collections.ConfigDict) -> None:
             "config.eval.bpd_examples=0 to skip bits/dim.") from e
 
 
-def main(argv: list[str]) -> None:
-    del argv
+def apply_sampler_flags(config: ml_collections.ConfigDict) -> None:
+    """--sampler, --steps and --guidance into config.eval (unset flags keep the config's)."""
     f = flags.FLAGS
-    workdir = f.workdir
-    setup_job_logging(workdir, "eval", setup_process)
-    config = run_config(workdir, None, f.config)
-    ev = config.eval
-    sampler, steps = f.sampler or ev.sampler, f.steps or ev.sample_steps
-    guidances = [float(g) for g in (f.guidance or [ev.guidance])]
-    num_samples = f.num_samples or ev.num_samples
-    ev.batch_size = f.batch_size or ev.batch_size
-    check_bpd_split(config)
-    out_dir = epath.Path(workdir) / "eval"
-    writer = MetricWriter(str(out_dir), enabled=jax.process_index() == 0)
-    checkpoint_steps = checkpoint.steps_to_evaluate(
-        workdir, step=f.step, latest_only=f.once, poll_seconds=f.poll_seconds,
-        timeout_seconds=f.timeout_seconds)
-    for step, params in checkpoint.restored_steps(
-            checkpoint_steps, lambda step: restore_ema_params(config, workdir, step),
-            skip_unreadable=f.step is None):
-        results = evaluate(config, params, sampler=sampler, steps=steps, guidances=guidances,
-                           num_samples=num_samples)
-        writer.write_scalars(step, results)
-        if jax.process_index() == 0:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            record = dict(step=step, sampler=sampler, sample_steps=steps, **results)
-            (out_dir / f"step_{step:08d}.json").write_text(json.dumps(record, indent=1))
-            say(json.dumps(record))
-    writer.close()
+    if f.sampler:
+        set_eval_field(config, "sampler", f.sampler)
+    if f.steps:
+        set_eval_field(config, "sample_steps", tuple(int(s) for s in f.steps))
+    if f.guidance:
+        set_eval_field(config, "guidance", tuple(float(g) for g in f.guidance))
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
-    config_flags.DEFINE_config_file("config", None, "Config (default: the saved one).")
     flags.DEFINE_enum("sampler", None, METHODS, "Sampler (default config.eval.sampler).")
-    flags.DEFINE_integer("steps", None, "Respaced steps (default config.eval.sample_steps).")
-    flags.DEFINE_list("guidance", None, "Guidance scales (default config.eval.guidance).")
-    flags.DEFINE_integer("num_samples", None, "Samples (default config.eval.num_samples).")
-    flags.DEFINE_integer("batch_size", None, "Default config.eval.batch_size.")
-    flags.DEFINE_bool("once", False, "Evaluate the latest checkpoint only, then exit.")
-    flags.DEFINE_integer("step", None, "Evaluate this checkpoint only, then exit.")
-    flags.DEFINE_float("poll_seconds", 60.0, "Seconds between looks for new checkpoints.")
-    flags.DEFINE_float("timeout_seconds", 3600.0, "Stop after this long without one.")
-    setup_process = define_process_flags()
-    check_config_arguments()
-    app.run(stop_on_error("eval", main))
+    flags.DEFINE_list("steps", None, "Respaced step counts, one setting each "
+                      "(default config.eval.sample_steps).")
+    flags.DEFINE_list("guidance", None, "Guidance scales, one setting each "
+                      "(default config.eval.guidance).")
+    eval_main(model_eval, apply_sampler_flags)

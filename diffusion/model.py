@@ -40,6 +40,18 @@ def sampling_schedule(config: ml_collections.ConfigDict, steps: int) -> Schedule
     return respace(get_betas(d.schedule, d.num_steps), spaced_timesteps(d.num_steps, steps))
 
 
+def sampling_settings(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+    """The eval's sampler settings {'sampler', 'steps', 'guidance'}: config.eval.sampler with
+    every pair of ``sample_steps`` x ``guidance`` (each a number or a sequence of them)."""
+    ev = config.eval
+
+    def as_list(value: Any) -> list[Any]:
+        return list(value) if isinstance(value, list | tuple) else [value]
+
+    return [{"sampler": ev.sampler, "steps": int(steps), "guidance": float(guidance)}
+            for steps in as_list(ev.sample_steps) for guidance in as_list(ev.guidance)]
+
+
 def null_label(config: ml_collections.ConfigDict) -> int:
     """Index of the 'no label' class of classifier-free guidance."""
     return config.model.num_classes
@@ -53,12 +65,13 @@ def init_params(config: ml_collections.ConfigDict, key: jax.Array) -> Any:
     return build_unet(config).init(key, x, jnp.zeros((1,)), y)["params"]
 
 
-def generate(config: ml_collections.ConfigDict, params: Any, key: jax.Array, num: int,
+def generate(config: ml_collections.ConfigDict, params: Any, keys: jax.Array,
              labels: jnp.ndarray | None = None, *, method: str = "ddim", steps: int = 50,
              guidance: float = 1.0, eta: float = 0.0) -> jnp.ndarray:
-    """``num`` samples [num, R, R, 3] in [-1, 1] with ``steps`` respaced steps of ``method``.
+    """One sample per key of ``keys`` [N]: [N, R, R, 3] in [-1, 1] with ``steps`` respaced steps
+    of ``method``; sample b depends only on keys[b] (and labels[b]).
 
-    Class-conditional models need ``labels`` [num]; ``guidance`` != 1 uses classifier-free
+    Class-conditional models need ``labels`` [N]; ``guidance`` != 1 uses classifier-free
     guidance (needs ``model.null_class``). Call inside ``jax.jit``.
     """
     unet, res = build_unet(config), config.model.resolution
@@ -75,8 +88,8 @@ def generate(config: ml_collections.ConfigDict, params: Any, key: jax.Array, num
         if not config.model.null_class:
             raise ValueError("guidance != 1 needs a model trained with model.null_class=True")
         model_fn = guided_model_fn(apply, labels, guidance, null_label(config))
-    return sample(model_fn, parameterization(config), sampling_schedule(config, steps), key,
-                  (num, res, res, 3), method=method, eta=eta)
+    return sample(model_fn, parameterization(config), sampling_schedule(config, steps), keys,
+                  (len(keys), res, res, 3), method=method, eta=eta)
 
 
 def parameter_count(config: ml_collections.ConfigDict) -> int:

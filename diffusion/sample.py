@@ -17,9 +17,11 @@ from ml_collections import config_flags
 
 from diffusion import model as dmodel
 from diffusion.sampling import METHODS
-from diffusion.train import restore_ema_params, run_config
+from diffusion.train_step import create_train_state
+from gencore import checkpoint, sharding
 from gencore.config_util import check_config_arguments
 from gencore.console import setup_job_logging, stop_on_error
+from gencore.evaluation import example_keys
 from gencore.images import save_image_grid
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
@@ -39,15 +41,19 @@ _OUT = flags.DEFINE_string("out", "samples.png", "Output .png sheet or .npz.")
 def main(argv: list[str]) -> None:
     del argv
     setup_job_logging(_WORKDIR.value, "sample")
-    config = run_config(_WORKDIR.value, _STEP.value, _CONFIG.value)
-    params = restore_ema_params(config, _WORKDIR.value, _STEP.value)
+    step, config = checkpoint.resolve_run(_WORKDIR.value, _STEP.value, _CONFIG.value)
+    mesh = sharding.make_mesh()
+    params = checkpoint.restore_read_only(
+        _WORKDIR.value, lambda: create_train_state(config, mesh), step,
+        sharding.replicated(mesh)).ema_params
     num = _NUM.value
     if config.model.num_classes:
         labels = np.repeat(np.asarray([int(c) for c in _CLASSES.value], np.int32), num)
     else:
         labels = np.zeros((num * num,), np.int32)
     run = jax.jit(lambda p, k: dmodel.generate(
-        config, p, k, len(labels), labels if config.model.num_classes else None,
+        config, p, example_keys(k, np.arange(len(labels))),
+        labels if config.model.num_classes else None,
         method=_SAMPLER.value, steps=_STEPS.value, guidance=_GUIDANCE.value, eta=_ETA.value))
     images = np.asarray(run(params, jax.random.PRNGKey(_SEED.value)))
     out = epath.Path(_OUT.value)

@@ -1,19 +1,19 @@
 """Train a diffusion model: batches, sample sheets and the shared training loop around the
-step of `diffusion.train_step`; restoring a run's config and EMA parameters for eval and
-sampling."""
+step of `diffusion.train_step`."""
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
 from diffusion import model as dmodel
 from diffusion.train_step import TrainState, create_train_state, make_train_step
-from gencore import checkpoint, sharding
+from gencore import sharding
 from gencore.data import create_input_pipeline
+from gencore.evaluation import example_keys
 from gencore.sharding import first_process_array
 from gencore.training import SHEET_COLUMNS, run_training
 
@@ -37,18 +37,18 @@ def sheet_labels(config: ml_collections.ConfigDict, per_class: int = 8) -> np.nd
 
 def ema_sample_sheet(config: ml_collections.ConfigDict) -> Callable[[TrainState], np.ndarray]:
     """state -> EMA samples [N, H, W, C] in [-1, 1] with the eval sampler
-    (``config.eval.sampler``, ``sample_steps``, ``guidance``) from a fixed key, 8 per class
-    (up to 10 classes; 64 if unconditional), for the training loop's sample sheet."""
+    (``config.eval.sampler``, the first of ``sample_steps`` and of ``guidance``) from fixed keys,
+    8 per class (up to 10 classes; 64 if unconditional), for the training loop's sample sheet."""
     per_class = SHEET_COLUMNS
     labels = sheet_labels(config, per_class)
     num = per_class * 8 if labels is None else len(labels)
-    key = jax.random.PRNGKey(config.train.seed + 1)
-    ev = config.eval
+    keys = example_keys(jax.random.PRNGKey(config.train.seed + 1), jnp.arange(num))
+    setting = dmodel.sampling_settings(config)[0]
 
     @jax.jit
     def run(ema_params):
-        return dmodel.generate(config, ema_params, key, num, labels, method=ev.sampler,
-                               steps=ev.sample_steps, guidance=ev.guidance)
+        return dmodel.generate(config, ema_params, keys, labels, method=setting["sampler"],
+                               steps=setting["steps"], guidance=setting["guidance"])
 
     return lambda state: first_process_array(run(state.ema_params))
 
@@ -65,24 +65,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         images_per_step=config.train.batch_size,
         sample_sheet=ema_sample_sheet(config),
     )
-
-
-def run_config(workdir: str, step: int | None,
-               config: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
-    """``config`` or the one saved with checkpoint ``step`` of ``workdir``."""
-    if config is not None:
-        return config
-    saved = checkpoint.saved_config(workdir, step)
-    if saved is None:
-        raise FileNotFoundError(f"No checkpoint with a saved config in {workdir}.")
-    return ml_collections.ConfigDict(saved)
-
-
-def restore_ema_params(config: ml_collections.ConfigDict, workdir: str,
-                       step: int | None = None) -> Any:
-    """EMA parameters of checkpoint ``step`` (default: the latest) as host arrays."""
-    mesh = sharding.make_mesh()
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                      jax.eval_shape(lambda: create_train_state(config, mesh)))
-    with checkpoint.Checkpointer(workdir, read_only=True) as ckpt:
-        return ckpt.restore(abstract, step).ema_params

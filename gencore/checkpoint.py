@@ -153,6 +153,19 @@ def resolve_run(workdir: epath.PathLike, step: int | None = None, config: Any = 
     return step, config
 
 
+def restore_read_only(workdir: epath.PathLike, create_state: Callable[[], Any],
+                      step: int | None, placement: jax.sharding.Sharding) -> Any:
+    """Checkpoint ``step`` (None: the latest) of ``workdir``, every array placed with
+    ``placement`` (e.g. replicated over the job's mesh), shaped as ``create_state()`` makes the
+    state (traced with ``jax.eval_shape``: nothing is allocated). Opens the checkpoints
+    read-only, so an eval or sampling job never alters a run."""
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placement),
+        jax.eval_shape(create_state))
+    with Checkpointer(workdir, read_only=True) as ckpt:
+        return ckpt.restore(abstract, step)
+
+
 def check_compatible(
     workdir: epath.PathLike, config: Any, sections: Sequence[str] = ("model",)
 ) -> None:

@@ -17,6 +17,7 @@ from diffusion.reverse import Parameterization
 from diffusion.sampling import sample
 from diffusion.schedules import get_betas, make_schedule, respace, spaced_timesteps
 from diffusion.unet import UNet
+from gencore.evaluation import example_keys
 
 NUM_STEPS, CLASSES = 20, 3
 
@@ -69,8 +70,9 @@ def test_tiny_conditional_model_trains_samples_and_scores() -> None:
     @jax.jit
     def sample_and_score(p, key):
         guided = guided_model_fn(lambda x, t, lab: apply(p, x, t, lab), y, 2.0, CLASSES)
-        ddim = sample(guided, param, strided, key, x0.shape, method="ddim")
-        anc = sample(guided, param, strided, key, x0.shape)
+        keys = example_keys(key, jnp.arange(len(x0)))
+        ddim = sample(guided, param, strided, keys, x0.shape, method="ddim")
+        anc = sample(guided, param, strided, keys, x0.shape)
         bpd = bits_per_dim(lambda x, t: apply(p, x, t, y), param, s, x0, key)
         return ddim, anc, bpd["total"]
 

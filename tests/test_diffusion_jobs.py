@@ -1,9 +1,9 @@
 """The sampling and eval commands on a tiny trained diffusion run: ``python -m diffusion.sample``
 writes an npz and a PNG sheet of the requested classes; ``python -m diffusion.eval`` follows the
-run's checkpoints and writes one JSON per checkpoint with the digits-classifier figures per
-guidance scale and bits/dim, and refuses an unreadable bits/dim split up front. A random-weight
-digits classifier stands in for the trained one (test_digits_classifier checks that one), so
-no classifier is trained here."""
+run's checkpoints and writes one metrics JSON per checkpoint with the digits-classifier figures
+per guidance scale and bits/dim, ``--latest`` evaluates the newest only, and an unreadable
+bits/dim split is refused up front. A random-weight digits classifier stands in for the trained
+one (test_digits_classifier checks that one), so no classifier is trained here."""
 
 import json
 import os
@@ -19,7 +19,7 @@ from PIL import Image
 
 from diffusion import eval as diffusion_eval
 from diffusion import train
-from gencore import digits_classifier
+from gencore import digits_classifier, reference_stats
 from gencore.images import image_grid
 
 JOB_TIMEOUT_S = 600
@@ -28,7 +28,7 @@ RUN = {"data.resolution": RES, "model.ch": 32, "model.ch_mult": (1,), "model.num
        "model.attn_resolutions": (), "model.dropout": 0.0, "diffusion.num_steps": 20,
        "train.batch_size": 16, "train.steps": 4, "train.warmup": 0, "train.ema_start": 1,
        "train.log_every": 2, "train.checkpoint_every": 2, "train.sample_every": 4,
-       "eval.num_samples": 20, "eval.batch_size": 10, "eval.sample_steps": 2,
+       "eval.num_samples": 20, "eval.batch_size": 8, "eval.sample_steps": 2,
        "eval.bpd_examples": 10,
        "eval.bpd_split": "train"}   # 'heldout' would need data.train_fraction < 1
 """A 16x16 one-level U-Net on the digits, checkpoints at steps 2 and 4."""
@@ -75,26 +75,32 @@ def test_eval_follows_checkpoints_and_writes_json(workdir, tmp_path):
     params = digits_classifier.DigitsCNN().init(
         jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
     digits_classifier.save_classifier(params, {"test_accuracy": 0.0}, classifier)
-    env = {**os.environ, digits_classifier.CACHE_ENV_VAR: str(classifier)}
-    out = run_command("diffusion.eval", f"--workdir={workdir}", "--guidance=1,3",
-                      "--poll_seconds=0.1", "--timeout_seconds=5", env=env)
-    printed = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert [r["step"] for r in printed] == [2, 4]
+    env = {**os.environ, digits_classifier.CACHE_ENV_VAR: str(classifier),
+           reference_stats.CACHE_ENV_VAR: str(tmp_path / "reference_stats")}
+    run_command("diffusion.eval", f"--workdir={workdir}", "--guidance=1,3",
+                "--poll_seconds=0.1", "--timeout_seconds=5", env=env)
+    eval_dir = workdir / "eval"
+    assert sorted(p.name for p in eval_dir.glob("metrics_*.json")) == [
+        "metrics_00000002.json", "metrics_00000004.json"]
     metrics = ("fid", "kid_mean", "precision", "recall", "class_accuracy")
-    for record in printed:
-        saved = json.loads((workdir / "eval" / f"step_{record['step']:08d}.json").read_text())
-        assert saved == record
-        assert saved["sampler"] == "ddim" and saved["sample_steps"] == 2
-        for g in ("1", "3"):
+    for step in (2, 4):
+        saved = json.loads((eval_dir / f"metrics_{step:08d}.json").read_text())
+        assert saved["step"] == step and saved["num_samples"] == 20
+        assert [e["setting"] for e in saved["settings"]] == [
+            {"sampler": "ddim", "steps": 2, "guidance": g} for g in (1.0, 3.0)]
+        for entry in saved["settings"]:
             for name in metrics:
-                assert np.isfinite(saved[f"digits_{name}/guidance_{g}"]), (name, g)
+                assert np.isfinite(entry["digits_classifier"][name]), name
         # A bound on an NLL of dequantized 8-bit data: positive (689 for this barely trained
         # T = 20 model); a missing dequantization or decoder term can make it negative.
-        assert np.isfinite(saved["bits_per_dim"]) and saved["bits_per_dim"] > 1.0
-    assert list((workdir / "eval").glob("events.out.tfevents.*"))
-    out = run_command("diffusion.eval", f"--workdir={workdir}", "--step=2", "--guidance=1",
-                      env=env)
-    assert [json.loads(line)["step"] for line in out.splitlines() if line.startswith("{")] == [2]
+        bpd = saved["step_metrics"]["bits_per_dim"]
+        assert np.isfinite(bpd) and bpd > 1.0
+    assert json.loads((eval_dir / "best_fid.json").read_text())["step"] in (2, 4)
+    assert list(eval_dir.glob("events.out.tfevents.*"))
+    latest = tmp_path / "latest"
+    run_command("diffusion.eval", f"--workdir={workdir}", "--latest", "--guidance=1",
+                f"--eval_dir={latest}", env=env)
+    assert [p.name for p in latest.glob("metrics_*.json")] == ["metrics_00000004.json"]
 
 
 def test_unreadable_bpd_split_fails_before_sampling():

@@ -10,6 +10,7 @@ from diffusion.guidance import drop_labels, guided_model_fn
 from diffusion.reverse import Parameterization
 from diffusion.sampling import sample
 from diffusion.schedules import get_betas, make_schedule, respace, spaced_timesteps
+from gencore.evaluation import example_keys
 
 MEAN, STD = 0.3, 0.2
 SHAPE = (256, 4, 4, 1)
@@ -17,7 +18,8 @@ FULL = make_schedule("linear", 1000)
 
 
 def run(param: Parameterization, schedule, key, extra=None, **kw) -> np.ndarray:
-    fn = jax.jit(lambda k: sample(exact_eps_fn(FULL, MEAN, STD, extra), param, schedule, k,
+    fn = jax.jit(lambda k: sample(exact_eps_fn(FULL, MEAN, STD, extra), param, schedule,
+                                  example_keys(k, jnp.arange(SHAPE[0])),
                                   SHAPE, clip_denoised=False, **kw))
     return np.asarray(fn(key))
 
@@ -95,3 +97,16 @@ def test_label_dropout_rate() -> None:
     dropped = drop_labels(jax.random.key(0), y, 0.2, null_label=10)
     assert set(np.unique(dropped)) == {0, 10}
     assert float(jnp.mean(dropped == 10)) == pytest.approx(0.2, abs=0.015)
+
+
+@pytest.mark.parametrize("method", ["ancestral", "ddim"])
+def test_a_sample_depends_only_on_its_own_key(method: str) -> None:
+    param = Parameterization("eps", "fixedsmall")
+    strided = respace(get_betas("linear", 1000), spaced_timesteps(1000, 10))
+    keys = example_keys(jax.random.key(3), jnp.arange(6))
+    model_fn = exact_eps_fn(FULL, MEAN, STD, None)
+    run = jax.jit(lambda k: sample(model_fn, param, strided, k, (len(k), 4, 4, 1),
+                                   method=method, eta=1.0))
+    whole = np.asarray(run(keys))
+    np.testing.assert_allclose(np.asarray(run(keys[2:5])), whole[2:5], atol=1e-6)
+    assert not np.allclose(whole[0], whole[1], atol=1e-2)

@@ -1,6 +1,6 @@
-"""The eval job: one checkpoint, a truncation sweep -> JSON per threshold, curve PNG, best pointer,
-TensorBoard scalars. A stand-in feature space keeps it fast (the real ones are tested in
-test_metrics / test_digits_classifier)."""
+"""The BigGAN eval job: one checkpoint, a truncation sweep -> one JSON with a setting per
+threshold, curve PNG, best pointer, TensorBoard scalars. A stand-in feature space keeps it fast
+(the real ones are tested in test_metrics / test_digits_classifier)."""
 
 import json
 
@@ -14,7 +14,7 @@ from biggan import eval as biggan_eval
 from biggan import sample
 from biggan.train_step import create_train_state
 from configs.biggan.digits import get_config
-from gencore import checkpoint, reference_stats, sharding
+from gencore import checkpoint, evaluation, reference_stats, sharding
 
 
 class PixelFeatures:
@@ -53,24 +53,28 @@ def test_truncation_sweep_on_a_checkpoint(run, tmp_path, monkeypatch):
     mu, sigma = reference_stats.metrics.gaussian_statistics(real)
     reference = reference_stats.ReferenceStats(mu, sigma, real, "digits", "train", 32, "pixels",
                                                64)
-    monkeypatch.setattr(biggan_eval, "feature_spaces", lambda config: [PixelFeatures()])
+    monkeypatch.setattr(evaluation, "feature_spaces", lambda config: [PixelFeatures()])
     monkeypatch.setattr(reference_stats, "load_or_compute_reference_stats",
                         lambda *args, **kwargs: reference)
 
     eval_dir = tmp_path / "eval"
-    [result] = biggan_eval.run_eval(config, str(workdir), str(eval_dir), step=7)
+    [result] = evaluation.run_eval(config, str(workdir), biggan_eval.model_eval,
+                                   eval_dir=str(eval_dir), step=7)
     saved = json.loads((eval_dir / "metrics_00000007.json").read_text())
     assert saved == json.loads(json.dumps(result))
-    assert [e["truncation"] for e in saved["truncations"]] == [0.5, 1.0]
-    for entry in saved["truncations"]:
+    assert [e["setting"] for e in saved["settings"]] == [{"truncation": 0.5},
+                                                         {"truncation": 1.0}]
+    assert saved["details"] == {"standing_stats_passes": 2, "latent": "normal"}
+    for entry in saved["settings"]:
         assert {"fid", "is_mean", "kid_mean", "precision", "recall", "class_accuracy"} <= set(
             entry["pixels"])
         assert np.isfinite(entry["pixels"]["fid"])
     assert saved["feature_spaces"]["pixels"]["data_specific"]
     assert (eval_dir / "truncation_curve_00000007.png").read_bytes()[:4] == b"\x89PNG"
-    best = json.loads((eval_dir / biggan_eval.BEST_FILE).read_text())
-    fids = [e["pixels"]["fid"] for e in saved["truncations"]]
+    best = json.loads((eval_dir / evaluation.BEST_FILE).read_text())
+    fids = [e["pixels"]["fid"] for e in saved["settings"]]
     assert best["step"] == 7 and best["fid"] == min(fids)
+    assert best["setting"] == saved["settings"][int(np.argmin(fids))]["setting"]
     assert list(eval_dir.glob("events.out.tfevents.*"))
     assert jax.device_count() == 8     # evaluated on 8 devices, checkpoint device-count agnostic
 

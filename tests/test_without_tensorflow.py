@@ -14,7 +14,7 @@ import pytest
 from helpers import JOB_TIMEOUT_S, REPO, worker_env
 from tensorboard.backend.event_processing import event_accumulator
 
-from gencore import digits_classifier
+from gencore import digits_classifier, reference_stats
 
 RUNNER = str(REPO / "tests" / "run_restricted.py")
 JOBS = {
@@ -87,7 +87,8 @@ def test_eval_and_sample_run_without_tensorflow(family, tmp_path):
     params = digits_classifier.DigitsCNN().init(
         jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
     digits_classifier.save_classifier(params, {"test_accuracy": 0.0}, classifier)
-    env = {**worker_env(), digits_classifier.CACHE_ENV_VAR: str(classifier)}
+    env = {**worker_env(), digits_classifier.CACHE_ENV_VAR: str(classifier),
+           reference_stats.CACHE_ENV_VAR: str(tmp_path / "reference_stats")}
     config, overrides = JOBS[family]
     config_flags = [f"--config={config}", *(f"--config.{k}={v}" for k, v in overrides.items())]
     run_blocked(f"{family}.eval", *config_flags, f"--workdir={tmp_path / 'run'}", "--step=4",
