@@ -68,12 +68,13 @@ def feature_spaces(config: ml_collections.ConfigDict) -> list[Any]:
 
 
 def eval_truncations(config: ml_collections.ConfigDict) -> list[float | None]:
-    """config.eval.truncations, or [None] when the training latent has no normal part."""
+    """config.eval.truncations (None: untruncated), or [None] when the training latent has no
+    normal part."""
     if config.train.latent not in latents.TRUNCATABLE:
         logging.warning("Latent %r cannot be truncated; evaluating untruncated only.",
                         config.train.latent)
         return [None]
-    return [float(t) for t in config.eval.truncations]
+    return [None if t is None else float(t) for t in config.eval.truncations]
 
 
 def restore_train_state(config: ml_collections.ConfigDict, workdir: str, step: int,
