@@ -27,6 +27,7 @@ from etils import epath
 from ml_collections import config_flags
 
 from diffusion import model as dmodel
+from diffusion.eval_settings import bpd_example_count, check_eval_settings
 from diffusion.likelihood import bits_per_dim
 from diffusion.sampling import METHODS
 from diffusion.train import restore_ema_params, run_config
@@ -74,10 +75,12 @@ def digits_scores(batches: Iterator[dict[str, np.ndarray]], num_samples: int, re
 
 
 def heldout_bits_per_dim(config: ml_collections.ConfigDict, params: Any) -> float:
-    """Mean NLL bound in bits/dim of ``config.eval.bpd_examples`` held-out examples."""
+    """Mean NLL bound in bits/dim of ``config.eval.bpd_examples`` unflipped held-out examples
+    (-1: the whole split)."""
     ev = config.eval
     pipeline = create_input_pipeline(config.data, global_batch_size=ev.batch_size,
-                                     seed=0, split=ev.bpd_split)
+                                     seed=0, split=ev.bpd_split, random_flip=False)
+    examples = bpd_example_count(config, pipeline.num_examples)
     unet, param = dmodel.build_unet(config), dmodel.parameterization(config)
     schedule = dmodel.train_schedule(config)
 
@@ -87,12 +90,12 @@ def heldout_bits_per_dim(config: ml_collections.ConfigDict, params: Any) -> floa
                             schedule, x, key)["total"]
 
     totals, count = [], 0
-    while count < ev.bpd_examples:
+    while count < examples:
         batch = next(pipeline)
         totals.append(np.asarray(nll(params, batch["image"], batch["label"],
                                      jax.random.PRNGKey(count))))
         count += len(batch["image"])
-    return float(np.mean(np.concatenate(totals)[:ev.bpd_examples]))
+    return float(np.mean(np.concatenate(totals)[:examples]))
 
 
 def evaluate(config: ml_collections.ConfigDict, params: Any, *, sampler: str, steps: int,
@@ -140,6 +143,7 @@ def main(argv: list[str]) -> None:
     guidances = [float(g) for g in (f.guidance or [ev.guidance])]
     num_samples = f.num_samples or ev.num_samples
     ev.batch_size = f.batch_size or ev.batch_size
+    check_eval_settings(config, sampler=sampler, sample_steps=steps, guidance=guidances)
     check_bpd_split(config)
     out_dir = epath.Path(workdir) / "eval"
     writer = MetricWriter(str(out_dir), enabled=jax.process_index() == 0)

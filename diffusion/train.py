@@ -11,6 +11,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from diffusion import model as dmodel
+from diffusion.eval_settings import guidance_scales, sample_step_counts
 from diffusion.train_step import TrainState, create_train_state, make_train_step
 from gencore import checkpoint, sharding
 from gencore.data import create_input_pipeline
@@ -37,7 +38,8 @@ def sheet_labels(config: ml_collections.ConfigDict, per_class: int = 8) -> np.nd
 
 def ema_sample_sheet(config: ml_collections.ConfigDict) -> Callable[[TrainState], np.ndarray]:
     """state -> EMA samples [N, H, W, C] in [-1, 1] with the eval sampler
-    (``config.eval.sampler``, ``sample_steps``, ``guidance``) from a fixed key, 8 per class
+    (``config.eval.sampler``, the fewest of ``sample_steps``, the first ``guidance``) from a
+    fixed key, 8 per class
     (up to 10 classes; 64 if unconditional), for the training loop's sample sheet."""
     per_class = SHEET_COLUMNS
     labels = sheet_labels(config, per_class)
@@ -48,7 +50,8 @@ def ema_sample_sheet(config: ml_collections.ConfigDict) -> Callable[[TrainState]
     @jax.jit
     def run(ema_params):
         return dmodel.generate(config, ema_params, key, num, labels, method=ev.sampler,
-                               steps=ev.sample_steps, guidance=ev.guidance)
+                               steps=min(sample_step_counts(config)),
+                               guidance=guidance_scales(config)[0])
 
     return lambda state: first_process_array(run(state.ema_params))
 

@@ -165,6 +165,7 @@ def create_input_pipeline(
     start_batch: int = 0,
     process_index: int | None = None,
     process_count: int | None = None,
+    random_flip: bool | None = None,
 ) -> InputPipeline:
     """Builds this process's batch iterator, starting at batch `start_batch` of the stream.
 
@@ -176,6 +177,8 @@ def create_input_pipeline(
       split: overrides `data_config.split`.
       start_batch: number of batches already consumed; the stream continues exactly from there.
       process_index, process_count: default to `jax.process_index()` / `jax.process_count()`.
+      random_flip: overrides `data_config.random_flip` (False for evaluation on unflipped
+        images, e.g. held-out bits/dim).
 
     Raises:
       DatasetNotFoundError: the dataset is missing from `data_dir` (the message says how to
@@ -183,6 +186,7 @@ def create_input_pipeline(
     """
     cfg = {key: getattr(data_config, key, default) for key, default in _DEFAULTS.items()}
     split = cfg['split'] if split is None else split
+    random_flip = cfg['random_flip'] if random_flip is None else random_flip
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     if global_batch_size <= 0 or global_batch_size % process_count:
@@ -218,7 +222,7 @@ def create_input_pipeline(
                 f"train_fraction=1.0.")
         source = _TfdsSource(name, cfg['data_dir'], split, cfg['resolution'],
                              cfg['train_fraction'], cfg['shuffle_buffer'], layout)
-    return InputPipeline(source, layout, cfg['resolution'], cfg['random_flip'], start_batch)
+    return InputPipeline(source, layout, cfg['resolution'], random_flip, start_batch)
 
 
 # ----------------------------------------------------------------------------- index-based order
