@@ -11,8 +11,9 @@ Data config fields (`default_data_config()`):
   name: 'digits' (embedded: scikit-learn's 1797 real 8x8 digit images, 10 classes, bicubic
     upsampling to `resolution`, no download); 'folder' (`data_dir/<class>/*.png|jpg`, sorted class
     names give label ids; images directly in `data_dir` form one class); or a tfds image dataset
-    name such as 'cifar10', 'imagenet2012', 'celeb_a_hq/128', 'lsun/church_outdoor' (the 'label'
-    ClassLabel feature if there is one, otherwise label 0 and one class).
+    name such as 'cifar10', 'imagenet2012', 'celeb_a_hq/128', 'lsun/church_outdoor',
+    'downsampled_imagenet/64x64' (the 'label' ClassLabel feature if there is one, otherwise
+    label 0 and one class).
   data_dir: tfds data_dir (None: the tfds default) or the image folder's root.
   resolution: output height and width.
   split: tfds split ('train', 'validation', 'train[:50%]', ...); digits and folder have 'train'
