@@ -36,6 +36,7 @@ from etils import epath
 from ml_collections import config_flags
 
 from biggan import latents, standing_stats
+from biggan.eval_settings import check_eval_config
 from biggan.train_step import TrainState, create_train_state
 from gencore import checkpoint, feature_extractors, metrics, reference_stats, sharding
 from gencore.config_util import check_config_arguments
@@ -254,6 +255,7 @@ def main(argv: list[str]) -> None:
     del argv
     flag = flags.FLAGS
     setup_job_logging(flag.workdir, "eval", setup_process)
+    check_eval_config(flag.config)
     run_eval(flag.config, flag.workdir, flag.eval_dir, flag.step, flag.untrained,
              flag.poll_seconds, flag.timeout_seconds)
 
