@@ -23,6 +23,7 @@ from etils import epath
 from jax.sharding import Mesh
 
 from biggan import latents, standing_stats
+from biggan.eval_settings import check_eval_config
 from biggan.train_step import create_train_state
 from gencore.evaluation import SAMPLE_SEED_OFFSET, DrawFn, ModelEval, eval_main
 
@@ -33,16 +34,18 @@ STATS_SEED_OFFSET = SAMPLE_SEED_OFFSET + 1
 
 
 def eval_truncations(config: ml_collections.ConfigDict) -> list[float | None]:
-    """config.eval.truncations, or [None] when the training latent has no normal part."""
+    """config.eval.truncations (None: untruncated), or [None] when the training latent has no
+    normal part."""
     if config.train.latent not in latents.TRUNCATABLE:
         logging.warning("Latent %r cannot be truncated; evaluating untruncated only.",
                         config.train.latent)
         return [None]
-    return [float(t) for t in config.eval.truncations]
+    return [None if t is None else float(t) for t in config.eval.truncations]
 
 
 def model_eval(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelEval:
     """BigGAN's part of the evaluation: the EMA G with standing statistics per truncation."""
+    check_eval_config(config)
     ev, cfg = config.eval, config.model
     compute_stats = standing_stats.make_standing_stats_fn(
         cfg, ev.standing_stats_passes, ev.batch_size, mesh, config.train.latent)

@@ -6,11 +6,11 @@ r"""The diffusion eval job: follows a train job's checkpoints and scores the EMA
 The shared evaluation (`gencore.evaluation`: checkpoints, feature spaces (Inception when its
 weights are configured, the data-specific digits classifier on the digits), reference
 statistics, metrics, metrics_<step>.json, TensorBoard scalars, best_fid.json) with one setting
-per pair of respaced step count and guidance scale (``diffusion.model.sampling_settings``:
+per pair of respaced step count and guidance scale (``diffusion.eval_settings.sampling_settings``:
 config.eval.sampler, sample_steps x guidance, overridden by ``--sampler``, ``--steps`` and
 ``--guidance``): the sampler draws sample i's x_T and noise from its own key. With
-``config.eval.bpd_examples`` > 0 each step also gets the NLL in bits/dim (full T-step bound,
-DDPM Eq. 5) of that many examples of ``config.eval.bpd_split`` ('bits_per_dim' in
+``config.eval.bpd_examples`` != 0 each step also gets the NLL in bits/dim (full T-step bound,
+DDPM Eq. 5) of that many examples of ``config.eval.bpd_split`` (-1: all of it) ('bits_per_dim' in
 step_metrics).
 """
 
@@ -23,6 +23,7 @@ from absl import flags
 from jax.sharding import Mesh
 
 from diffusion import model as dmodel
+from diffusion.eval_settings import bpd_example_count, check_eval_settings, sampling_settings
 from diffusion.likelihood import bits_per_dim
 from diffusion.sampling import METHODS
 from diffusion.train_step import create_train_state
@@ -31,10 +32,13 @@ from gencore.evaluation import DrawFn, ModelEval, eval_main, set_eval_field
 
 
 def heldout_bits_per_dim(config: ml_collections.ConfigDict, params: Any) -> float:
-    """Mean NLL bound in bits/dim of ``config.eval.bpd_examples`` held-out examples."""
+    """Mean NLL bound in bits/dim of ``config.eval.bpd_examples`` unflipped held-out examples
+    (-1: the whole split)."""
     ev = config.eval
     pipeline = create_input_pipeline(config.data, global_batch_size=ev.batch_size, seed=0,
-                                     split=ev.bpd_split, process_index=0, process_count=1)
+                                     split=ev.bpd_split, process_index=0, process_count=1,
+                                     random_flip=False)
+    examples = bpd_example_count(config, pipeline.num_examples)
     unet, param = dmodel.build_unet(config), dmodel.parameterization(config)
     schedule = dmodel.train_schedule(config)
 
@@ -44,17 +48,18 @@ def heldout_bits_per_dim(config: ml_collections.ConfigDict, params: Any) -> floa
                             schedule, x, key)["total"]
 
     totals, count = [], 0
-    while count < ev.bpd_examples:
+    while count < examples:
         batch = next(pipeline)
         totals.append(np.asarray(nll(params, batch["image"], batch["label"],
                                      jax.random.PRNGKey(count))))
         count += len(batch["image"])
-    return float(np.mean(np.concatenate(totals)[:ev.bpd_examples]))
+    return float(np.mean(np.concatenate(totals)[:examples]))
 
 
 def model_eval(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelEval:
     """The diffusion part of the evaluation: the EMA U-Net sampled with each setting of
-    ``dmodel.sampling_settings``; bits/dim as a step metric when config.eval.bpd_examples > 0."""
+    ``sampling_settings``; bits/dim as a step metric when config.eval.bpd_examples != 0."""
+    check_eval_settings(config)
     check_bpd_split(config)
     conditional = bool(config.model.num_classes)
     compiled: dict[tuple[Any, ...], Any] = {}
@@ -75,14 +80,14 @@ def model_eval(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelEval:
     return ModelEval(
         create_state=lambda: create_train_state(config, mesh),
         weights=lambda state: state.ema_params,
-        settings=dmodel.sampling_settings(config),
+        settings=sampling_settings(config),
         sampler=sampler,
         step_metrics=step_metrics,
     )
 
 
 def check_bpd_split(config: ml_collections.ConfigDict) -> None:
-    """With ``config.eval.bpd_examples`` > 0, fail before any sampling or compile if
+    """With ``config.eval.bpd_examples`` != 0, fail before any sampling or compile if
     ``config.eval.bpd_split`` of the dataset cannot be read."""
     ev = config.eval
     if not ev.bpd_examples:

@@ -6,6 +6,10 @@ the discretized Gaussian decoder -log p(x_0|x_1). Data must be 8-bit images mapp
 bin, which is the uniform-dequantization likelihood (density integrated over the bin), so no
 noise is added to the data and bits/dim are a proper (non-negative) discrete codelength.
 bits/dim = nats / (D ln 2).
+
+Clipping: as in both papers' reference code (DDPM's and improved-diffusion's bits/dim loops,
+whose per-step terms default to clipping), the evaluation clips the predicted x_0 to [-1, 1]
+before forming p's mean in every term (``clip_denoised=True``); training's L_vlb does not clip.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ def prior_bpd(s: Schedule, x0: jnp.ndarray) -> jnp.ndarray:
 
 
 def bits_per_dim(model_fn: ModelFn, param: Parameterization, s: Schedule, x0: jnp.ndarray,
-                 key: jax.Array, clip_denoised: bool = False) -> dict[str, jnp.ndarray]:
-    """Full VLB of x0 [B, H, W, C] with one x_t sample per step, all steps in one lax.scan.
+                 key: jax.Array, clip_denoised: bool = True) -> dict[str, jnp.ndarray]:
+    """Full VLB of x0 [B, H, W, C] with one x_t sample per step, all steps in one lax.scan;
+    ``clip_denoised``: clip the predicted x_0 to [-1, 1] (the papers' evaluation convention).
 
     Returns {'total': [B], 'prior': [B], 'vb': [B, N] (L_{t-1} per step i, bits/dim),
     'mse': [B, N] (squared error of the predicted eps per step)}. The mean of 'total' over a

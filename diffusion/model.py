@@ -40,18 +40,6 @@ def sampling_schedule(config: ml_collections.ConfigDict, steps: int) -> Schedule
     return respace(get_betas(d.schedule, d.num_steps), spaced_timesteps(d.num_steps, steps))
 
 
-def sampling_settings(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
-    """The eval's sampler settings {'sampler', 'steps', 'guidance'}: config.eval.sampler with
-    every pair of ``sample_steps`` x ``guidance`` (each a number or a sequence of them)."""
-    ev = config.eval
-
-    def as_list(value: Any) -> list[Any]:
-        return list(value) if isinstance(value, list | tuple) else [value]
-
-    return [{"sampler": ev.sampler, "steps": int(steps), "guidance": float(guidance)}
-            for steps in as_list(ev.sample_steps) for guidance in as_list(ev.guidance)]
-
-
 def null_label(config: ml_collections.ConfigDict) -> int:
     """Index of the 'no label' class of classifier-free guidance."""
     return config.model.num_classes

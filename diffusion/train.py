@@ -10,6 +10,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from diffusion import model as dmodel
+from diffusion.eval_settings import guidance_scales, sample_step_counts
 from diffusion.train_step import TrainState, create_train_state, make_train_step
 from gencore import sharding
 from gencore.data import create_input_pipeline
@@ -37,18 +38,19 @@ def sheet_labels(config: ml_collections.ConfigDict, per_class: int = 8) -> np.nd
 
 def ema_sample_sheet(config: ml_collections.ConfigDict) -> Callable[[TrainState], np.ndarray]:
     """state -> EMA samples [N, H, W, C] in [-1, 1] with the eval sampler
-    (``config.eval.sampler``, the first of ``sample_steps`` and of ``guidance``) from fixed keys,
-    8 per class (up to 10 classes; 64 if unconditional), for the training loop's sample sheet."""
+    (``config.eval.sampler``, the fewest of ``sample_steps``, the first ``guidance``) from
+    fixed keys, 8 per class (up to 10 classes; 64 if unconditional), for the training
+    loop's sample sheet."""
     per_class = SHEET_COLUMNS
     labels = sheet_labels(config, per_class)
     num = per_class * 8 if labels is None else len(labels)
     keys = example_keys(jax.random.PRNGKey(config.train.seed + 1), jnp.arange(num))
-    setting = dmodel.sampling_settings(config)[0]
 
     @jax.jit
     def run(ema_params):
-        return dmodel.generate(config, ema_params, keys, labels, method=setting["sampler"],
-                               steps=setting["steps"], guidance=setting["guidance"])
+        return dmodel.generate(config, ema_params, keys, labels, method=config.eval.sampler,
+                               steps=min(sample_step_counts(config)),
+                               guidance=guidance_scales(config)[0])
 
     return lambda state: first_process_array(run(state.ema_params))
 

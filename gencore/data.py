@@ -11,8 +11,9 @@ Data config fields (`default_data_config()`):
   name: 'digits' (embedded: scikit-learn's 1797 real 8x8 digit images, 10 classes, bicubic
     upsampling to `resolution`, no download); 'folder' (`data_dir/<class>/*.png|jpg`, sorted class
     names give label ids; images directly in `data_dir` form one class); or a tfds image dataset
-    name such as 'cifar10', 'imagenet2012', 'celeb_a_hq/128', 'lsun/church_outdoor' (the 'label'
-    ClassLabel feature if there is one, otherwise label 0 and one class).
+    name such as 'cifar10', 'imagenet2012', 'celeb_a_hq/128', 'lsun/church_outdoor',
+    'downsampled_imagenet/64x64' (the 'label' ClassLabel feature if there is one, otherwise
+    label 0 and one class).
   data_dir: tfds data_dir (None: the tfds default) or the image folder's root.
   resolution: output height and width.
   split: tfds split ('train', 'validation', 'train[:50%]', ...); digits and folder have 'train'
@@ -165,6 +166,7 @@ def create_input_pipeline(
     start_batch: int = 0,
     process_index: int | None = None,
     process_count: int | None = None,
+    random_flip: bool | None = None,
 ) -> InputPipeline:
     """Builds this process's batch iterator, starting at batch `start_batch` of the stream.
 
@@ -176,6 +178,8 @@ def create_input_pipeline(
       split: overrides `data_config.split`.
       start_batch: number of batches already consumed; the stream continues exactly from there.
       process_index, process_count: default to `jax.process_index()` / `jax.process_count()`.
+      random_flip: overrides `data_config.random_flip` (False for evaluation on unflipped
+        images, e.g. held-out bits/dim).
 
     Raises:
       DatasetNotFoundError: the dataset is missing from `data_dir` (the message says how to
@@ -183,6 +187,7 @@ def create_input_pipeline(
     """
     cfg = {key: getattr(data_config, key, default) for key, default in _DEFAULTS.items()}
     split = cfg['split'] if split is None else split
+    random_flip = cfg['random_flip'] if random_flip is None else random_flip
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     if global_batch_size <= 0 or global_batch_size % process_count:
@@ -218,7 +223,7 @@ def create_input_pipeline(
                 f"train_fraction=1.0.")
         source = _TfdsSource(name, cfg['data_dir'], split, cfg['resolution'],
                              cfg['train_fraction'], cfg['shuffle_buffer'], layout)
-    return InputPipeline(source, layout, cfg['resolution'], cfg['random_flip'], start_batch)
+    return InputPipeline(source, layout, cfg['resolution'], random_flip, start_batch)
 
 
 # ----------------------------------------------------------------------------- index-based order

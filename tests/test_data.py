@@ -3,7 +3,13 @@ exact resume, per-process sharding, errors (tfds datasets: test_data_tfds.py).""
 
 import numpy as np
 import pytest
-from data_helpers import assert_resumes_exactly, data_config, not_found_message, take
+from data_helpers import (
+    assert_resumes_exactly,
+    assert_same_batches,
+    data_config,
+    not_found_message,
+    take,
+)
 from PIL import Image
 
 from gencore import data
@@ -50,6 +56,9 @@ def test_digits_resume_with_flips_is_exact_across_epochs():
         same = np.all(flipped['image'] == plain['image'], axis=(1, 2, 3))
         mirrored = np.all(flipped['image'] == plain['image'][:, :, ::-1], axis=(1, 2, 3))
         assert np.all(same | mirrored) and 0 < same.sum() < 64
+    overridden = take(data.create_input_pipeline(config, global_batch_size=64, seed=3,
+                                                 process_count=1, random_flip=False), 2)
+    assert_same_batches(overridden, unflipped)   # the argument turns the config's flips off
 
 
 def test_digits_processes_split_the_global_batch():

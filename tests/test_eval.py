@@ -1,6 +1,6 @@
-"""The BigGAN eval job: one checkpoint, a truncation sweep -> one JSON with a setting per
-threshold, curve PNG, best pointer, TensorBoard scalars. A stand-in feature space keeps it fast
-(the real ones are tested in test_metrics / test_digits_classifier)."""
+"""The BigGAN eval job: one checkpoint, a truncation sweep (untruncated first) -> one JSON with
+a setting per threshold, curve PNG, best pointer, TensorBoard scalars. A stand-in feature space
+keeps it fast (the real ones are tested in test_metrics / test_digits_classifier)."""
 
 import json
 
@@ -37,7 +37,7 @@ def run(tmp_path_factory):
     config = get_config()
     config.model.update(g_ch=4, d_ch=4, z_dim=32, shared_dim=8)
     config.eval.update(num_samples=32, batch_size=16, standing_stats_passes=2,
-                       truncations=(0.5, 1.0))
+                       truncations=(None, 0.5, 1.0))
     workdir = tmp_path_factory.mktemp("run")
     state = create_train_state(config, sharding.make_mesh())
     with checkpoint.Checkpointer(workdir, config=config) as ckpt:
@@ -62,8 +62,9 @@ def test_truncation_sweep_on_a_checkpoint(run, tmp_path, monkeypatch):
                                    eval_dir=str(eval_dir), step=7)
     saved = json.loads((eval_dir / "metrics_00000007.json").read_text())
     assert saved == json.loads(json.dumps(result))
-    assert [e["setting"] for e in saved["settings"]] == [{"truncation": 0.5},
-                                                         {"truncation": 1.0}]
+    assert [e["setting"] for e in saved["settings"]] == [
+        {"truncation": None}, {"truncation": 0.5}, {"truncation": 1.0}]   # None: w/o
+    assert "pixels/fid/truncation_none" in evaluation.scalars(result)
     assert saved["details"] == {"standing_stats_passes": 2, "latent": "normal"}
     for entry in saved["settings"]:
         assert {"fid", "is_mean", "kid_mean", "precision", "recall", "class_accuracy"} <= set(

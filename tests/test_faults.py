@@ -239,6 +239,12 @@ BAD_INPUT = {
     "eval of a missing step": (
         ["biggan.eval", DIGITS, "--workdir={root}/w8", "--step=5"],
         "Checkpoint 5 in"),
+    "BigGAN eval, truncation 0": (
+        ["biggan.eval", DIGITS, "--workdir={root}/w9", "--config.eval.truncations=(0.0, 1.0)"],
+        "config.eval.truncations holds 0.0"),
+    "diffusion eval, steps above T": (
+        ["diffusion.eval", "--config=configs/diffusion/digits.py", "--workdir={root}/w10",
+         "--steps=2000"], "holds 2000: each entry must be a whole number of respaced steps"),
     "sample without a source": (["biggan.sample"], "--workdir"),
     "damaged converted release": (
         ["biggan.sample", "--pretrained={damaged}"], "pretrained.json is damaged"),

@@ -74,7 +74,8 @@ def biggan_config(*, resolution: int = 128, batch_size: int = 2048, g_ch: int = 
     ))
     config.eval = ml_collections.ConfigDict(dict(
         num_samples=50_000, batch_size=500, standing_stats_passes=100,
-        truncations=(0.25, 0.5, 0.75, 1.0, 1.5, 2.0), reference_split="train",
+        # None: untruncated z (Table 2 'w/o truncation'); numbers: resampling thresholds.
+        truncations=(None, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0), reference_split="train",
         inception_weights="",
     ))
     config.paper = ml_collections.ConfigDict()

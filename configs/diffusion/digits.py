@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.diffusion.update(mean_type="v", label_drop_prob=0.1)
     config.train.update(ema_decay=0.995, ema_start=500, log_every=50, sample_every=500,
                         checkpoint_every=500)
-    config.eval.update(num_samples=500, batch_size=250, sample_steps=50, guidance=3.0,
-                       bpd_examples=0)
+    config.eval.update(num_samples=500, batch_size=250, sampler="ddim", sample_steps=50,
+                       guidance=3.0, bpd_examples=0)
     config.paper = ml_collections.ConfigDict(dict(source="none: embedded default data"))
     return config
