@@ -26,6 +26,7 @@ from biggan.layers import (
 )
 
 G_STAGES: dict[int, tuple[tuple[int, int], ...]] = {
+    16: ((4, 4), (4, 4)),
     32: ((4, 4), (4, 4), (4, 4)),
     64: ((16, 16), (16, 8), (8, 4), (4, 2)),
     128: ((16, 16), (16, 8), (8, 4), (4, 2), (2, 1)),
@@ -33,9 +34,11 @@ G_STAGES: dict[int, tuple[tuple[int, int], ...]] = {
     512: ((16, 16), (16, 8), (8, 8), (8, 4), (4, 2), (2, 1), (1, 1)),
 }
 """(in, out) channel multipliers of G's upsampling stages from 4x4 to the image resolution.
-BigGAN uses one block per stage, BigGAN-deep two (Tables 4-9)."""
+BigGAN uses one block per stage, BigGAN-deep two (Tables 4-9). 16 is not in the paper: the
+32x32 layout less one stage, for small CPU runs (BigGAN only; BigGAN-deep has no 16x16 D)."""
 
 D_BLOCKS: dict[int, tuple[tuple[int, bool], ...]] = {
+    16: ((4, True), (4, False), (4, False)),
     32: ((4, True), (4, True), (4, False), (4, False)),
     64: ((1, True), (2, True), (4, True), (8, True), (16, False)),
     128: ((1, True), (2, True), (4, True), (8, True), (16, True), (16, False)),
@@ -43,7 +46,8 @@ D_BLOCKS: dict[int, tuple[tuple[int, bool], ...]] = {
     512: ((1, True), (2, True), (4, True), (8, True), (8, True), (16, True), (16, True),
           (16, False)),
 }
-"""(out channel multiplier, downsample) of BigGAN D's blocks; the first block reads RGB."""
+"""(out channel multiplier, downsample) of BigGAN D's blocks; the first block reads RGB.
+16: the 32x32 layout less one downsampling block (not in the paper)."""
 
 
 def g_stage_resolutions(resolution: int) -> tuple[int, ...]:

@@ -39,12 +39,19 @@ def d_attention_resolutions(cfg: ml_collections.ConfigDict) -> list[int]:
     return sorted(set(biggan.d_stage_resolutions(cfg.resolution, downsamples)))
 
 
+def supported_resolutions(name: str) -> list[int]:
+    """Resolutions with both a G and a D layout for the architecture ``name``."""
+    d_layouts = biggan_deep.D_STAGES if name == "biggan_deep" else biggan.D_BLOCKS
+    return sorted(set(biggan.G_STAGES) & set(d_layouts))
+
+
 def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
     """Raise ValueError naming the field and the allowed values for any unsupported setting."""
     if cfg.name not in MODEL_NAMES:
         _fail("name", cfg.name, MODEL_NAMES)
-    if cfg.resolution not in biggan.G_STAGES:
-        _fail("resolution", cfg.resolution, sorted(biggan.G_STAGES))
+    if cfg.resolution not in supported_resolutions(cfg.name):
+        _fail("resolution", cfg.resolution, supported_resolutions(cfg.name),
+              f"(for model.name={cfg.name!r})")
     if cfg.dtype not in DTYPES:
         _fail("dtype", cfg.dtype, sorted(DTYPES))
     if cfg.name == "biggan_deep" and (cfg.hier or not cfg.shared_dim):

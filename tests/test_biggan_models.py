@@ -96,13 +96,16 @@ def small_model(name: str, resolution: int, **overrides):
                         g_attn_res=attn, d_attn_res=attn, num_classes=5)
     if name == "biggan_deep":
         config.model.update(hier=False, z_dim=16)
+    elif resolution == 16:
+        config.model.d_attn_res = 8   # the 16x16 D downsamples once
     elif resolution == 512:
         config.model.z_dim = 160
     config.model.update(overrides)
     return config.model
 
 
-@pytest.mark.parametrize("name,resolution", [("biggan", 32), ("biggan", 64), ("biggan_deep", 32)])
+@pytest.mark.parametrize("name,resolution", [("biggan", 16), ("biggan", 32), ("biggan", 64),
+                                             ("biggan_deep", 32)])
 def test_forward_ranges_and_determinism(name, resolution):
     cfg = small_model(name, resolution)
     g_vars, d_vars = init(cfg)
@@ -228,7 +231,7 @@ def test_orthogonal_initialization():
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("resolution", 100, r"resolution=100 .*\[32, 64, 128, 256, 512\]"),
+    ("resolution", 100, r"resolution=100 .*\[16, 32, 64, 128, 256, 512\]"),
     ("z_dim", 128, r"z_dim=128 .*multiple of 6"),
     ("g_attn_res", 48, r"g_attn_res=48 .*\(0, 8, 16, 32, 64, 128\)"),
     ("d_attn_res", 128, r"d_attn_res=128"),
@@ -239,6 +242,11 @@ def test_bad_model_config_names_field(field, value, message):
     config.model[field] = value
     with pytest.raises(ValueError, match=message):
         models.parameter_counts(config.model)
+
+
+def test_biggan_deep_has_no_16px_layout():
+    with pytest.raises(ValueError, match=r"resolution=16 .*\[32, 64, 128, 256, 512\].*biggan_deep"):
+        models.build_discriminator(small_model("biggan_deep", 16))
 
 
 def test_hier_requires_shared_embedding():
