@@ -21,7 +21,9 @@ def runlocal_name(name: str) -> str:
 def test_runlocal_keeps_the_layout_and_shrinks_the_rest(name):
     full, small = load_config(name), load_config(runlocal_name(name))
     assert small.data.name == "digits" and small.train.batch_size == 16
-    assert small.train.steps == 4 and small.eval.num_samples == 20
+    assert small.train.steps == 4 and small.eval.num_samples == 16
+    sharding.check_batch_divisible(small.eval.batch_size, sharding.make_mesh(),
+                                   "config.eval.batch_size")   # 8 devices here
     assert small.data.resolution == full.data.resolution          # the row's layout
     assert small.model.num_classes in (0, 10)
     if "biggan" in name:
