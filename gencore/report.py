@@ -35,9 +35,10 @@ matplotlib.use("Agg")
 REPORT_FILE = "report.md"
 FIGURE_FILE = "report.png"
 DATA_SPECIFIC_MARK = "\N{DAGGER}"
-PAPER_FIGURES = (("fid", "FID"), ("fid_test", "FID (test)"), ("inception_score", "IS"),
-                 ("min_fid", "min FID"), ("baseline_fid", "baseline FID"), ("nll_bpd", "NLL"))
-"""(config.paper field, label) of the figures the paper column shows, in order."""
+PAPER_FIGURES = (("fid", "FID {}"), ("fid_test", "FID (test) {}"), ("inception_score", "IS {}"),
+                 ("min_fid", "min FID {}"), ("baseline_fid", "baseline FID {}"),
+                 ("nll_bpd", "NLL {} bits/dim"))
+"""(config.paper field, format) of the figures the paper column shows, in order."""
 COLUMNS = ("run", "config", "paper", "feature space", "best FID", "step", "setting", "samples",
            "IS", "precision / recall", "class acc.", "best NLL (bits/dim)")
 NONE = "-"
@@ -117,15 +118,17 @@ def best_nll(run: Run) -> tuple[float, int] | None:
 
 
 def number(value: float, digits: int = 4) -> str:
+    """``value`` to ``digits`` significant digits."""
     return f"{value:.{digits}g}"
 
 
 def paper_cell(config: dict[str, Any] | None) -> str:
-    """'FID 14.73, IS 9.22; Appendix C.2 ...' from config.paper; 'none' without figures."""
+    """'FID 14.73, IS 9.22; Appendix C.2 ...' from config.paper (Table 2's min FID too);
+    'none' without figures."""
     paper = (config or {}).get("paper", {})
     table2 = paper.get("table2", {})
-    figures = [f"{label} {number(paper.get(key, table2.get(key)))}"
-               for key, label in PAPER_FIGURES if paper.get(key, table2.get(key)) is not None]
+    figures = [text.format(number(paper.get(key, table2.get(key))))
+               for key, text in PAPER_FIGURES if paper.get(key, table2.get(key)) is not None]
     source = paper.get("source", "")
     text = ", ".join(figures) or "none"
     return f"{text}; {source}" if figures and source else text
@@ -162,6 +165,7 @@ def row(run: Run, eval_subdir: str) -> list[str]:
 
 
 def markdown_row(cells: Sequence[str]) -> str:
+    """One table row, '|' in a cell escaped."""
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 

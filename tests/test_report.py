@@ -12,7 +12,9 @@ import pytest
 from helpers import worker_env
 
 from configs.biggan.cifar10 import get_config as biggan_cifar10
+from configs.biggan.imagenet128 import get_config as biggan_imagenet128
 from configs.diffusion.digits import get_config as diffusion_digits
+from configs.diffusion.iddpm_cifar10 import get_config as iddpm_cifar10
 from gencore import checkpoint, report
 
 
@@ -116,3 +118,13 @@ def test_missing_workdir_is_one_line_naming_the_flag(workdirs, tmp_path):
     assert job.returncode == 1
     assert job.stderr.strip().splitlines()[-1].startswith(
         f"report failed: FileNotFoundError: --workdirs: {missing} is not a directory.")
+
+
+def test_paper_figures_of_configs():
+    cell = report.paper_cell
+    assert cell(checkpoint.config_to_json(biggan_imagenet128("row8"))) == (
+        "FID 8.51, IS 99.31, min FID 7.7; Table 1 row 8")
+    assert cell(checkpoint.config_to_json(iddpm_cifar10("cosine_hybrid"))).startswith(
+        "FID 3.19, NLL 3.17 bits/dim; Nichol & Dhariwal 2021")
+    assert cell(checkpoint.config_to_json(diffusion_digits())) == "none"
+    assert cell(None) == "none"
