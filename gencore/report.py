@@ -111,9 +111,9 @@ def best_fid(run: Run) -> Best | None:
 
 
 def best_nll(run: Run) -> tuple[float, int] | None:
-    """(lowest bits/dim, its step) over the run's results, or None without one."""
+    """(lowest finite bits/dim, its step) over the run's results, or None without one."""
     values = [(r["step_metrics"]["bits_per_dim"], r["step"]) for r in run.results
-              if "bits_per_dim" in r.get("step_metrics", {})]
+              if math.isfinite(r.get("step_metrics", {}).get("bits_per_dim", math.nan))]
     return min(values) if values else None
 
 
