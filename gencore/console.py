@@ -3,14 +3,16 @@
 `setup_job_logging(workdir, job)` sends absl's INFO log (the job's details and orbax's
 checkpoint chatter) to `<workdir>/logs/<job>.log` (process p > 0: `<job>.p<p>.log`; for a
 bucket workdir or none, a local file in the temp directory, whose path is printed). Warnings
-and errors still reach the console. `-v 1` (absl's `--verbosity`) keeps the whole INFO log on
-the console instead. `say(message)` prints one line on process 0's console and writes it to the log;
-`progress_line` is the training loop's report every `log_every` steps. `stop_on_error(job,
-main)` ends a job that raises with one console line naming the error (the traceback goes to
-the log file, or to the console with `-v 1`).
+and errors still reach the console, except orbax's warnings (such as the eval job's 'directory
+is read only'), which go to the file as INFO. `-v 1` (absl's `--verbosity`) keeps the whole INFO
+log on the console instead. `say(message)` prints one line on process 0's console and writes it
+to the log; `progress_line` is the training loop's report every `log_every` steps.
+`stop_on_error(job, main)` ends a job that raises with one console line naming the error (the
+traceback goes to the log file, or to the console with `-v 1`).
 """
 
 import io
+import logging as std_logging
 import os
 import sys
 import tempfile
@@ -23,6 +25,15 @@ from etils import epath
 from gencore.metric_writer import is_local
 
 _state: dict = {"log_to_console": True, "log_path": None}
+
+
+class OrbaxWarningsToLog(std_logging.Filter):
+    """Demotes orbax's warnings to INFO, so they reach the log file and not the console."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if record.levelno == std_logging.WARNING and f"{os.sep}orbax{os.sep}" in record.pathname:
+            record.levelno, record.levelname = std_logging.INFO, "INFO"
+        return True
 
 
 def setup_job_logging(workdir: str | None, job: str,
@@ -38,6 +49,8 @@ def setup_job_logging(workdir: str | None, job: str,
         logging.set_stderrthreshold("info")
     else:
         logging.set_stderrthreshold("warning")
+        if not any(isinstance(f, OrbaxWarningsToLog) for f in handler.filters):
+            handler.addFilter(OrbaxWarningsToLog())
         handler.setStream(held)   # until the file's name (the process index) is known
     if setup_process:
         setup_process()

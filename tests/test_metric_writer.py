@@ -1,9 +1,13 @@
 """gencore/metric_writer.py: event files that TensorBoard's own reader reads back, without
 TensorFlow; on a bucket (no appends) each flush starts a new file and nothing is lost."""
 
+import logging as std_logging
+import os
+
 import numpy as np
 from tensorboard.backend.event_processing import event_accumulator
 
+from gencore import console
 from gencore.console import duration, progress_line
 from gencore.metric_writer import MetricWriter, is_local
 
@@ -54,3 +58,17 @@ def test_paths_and_progress_line():
     assert duration(12) == "12s" and duration(288) == "4m48s" and duration(3720) == "1h02m"
     line = progress_line(250, 1200, 3.3, {"d_loss_real": 0.9124, "g_loss": 1.5, "lr": 1e-3})
     assert line == "step  250/1200 ( 21%)  3.3 steps/s  ETA 4m48s  d_loss_real 0.9124  g_loss 1.5"
+
+
+def test_orbax_warnings_go_to_the_log_file_only():
+    """With the log in a file, orbax's warnings become INFO (the file, not the console); other
+    warnings stay warnings."""
+    def record(path):
+        return std_logging.LogRecord("absl", std_logging.WARNING, path, 1, "m", None, None)
+
+    demote = console.OrbaxWarningsToLog()
+    orbax = record(os.path.join("site-packages", "orbax", "checkpoint", "checkpoint_manager.py"))
+    ours = record(os.path.join("gencore", "checkpoint.py"))
+    assert demote.filter(orbax) and demote.filter(ours)
+    assert (orbax.levelno, orbax.levelname) == (std_logging.INFO, "INFO")
+    assert ours.levelno == std_logging.WARNING
