@@ -19,9 +19,8 @@ from biggan import losses, train, train_step
 from gencore import sharding
 from gencore.data import DatasetNotFoundError
 
-TINY = {"model.g_ch": 4, "model.d_ch": 4, "model.z_dim": 16, "model.shared_dim": 8,
-        "train.batch_size": 16, "train.ema_start": 1,
-        "train.num_d_steps": 2,   # the paper's setting (the digits config runs 1)
+TINY = {"model.g_ch": 4, "model.d_ch": 4, "model.z_dim": 24, "model.shared_dim": 8,
+        "train.batch_size": 16, "train.ema_start": 1, "train.num_d_steps": 2,
         # A large Adam eps makes the first update linear in the gradient, so the comparison
         # measures gradient differences instead of sign flips of near-zero gradients.
         "train.adam_eps": 1.0}
@@ -38,7 +37,8 @@ def random_batch(config, seed=0):
     t = config.train
     rng = np.random.default_rng(seed)
     shape = (t.num_d_steps, t.grad_accum, t.batch_size // t.grad_accum)
-    return {"image": rng.uniform(-1, 1, (*shape, 32, 32, 3)).astype(np.float32),
+    r = config.model.resolution
+    return {"image": rng.uniform(-1, 1, (*shape, r, r, 3)).astype(np.float32),
             "label": rng.integers(0, 10, shape).astype(np.int32)}
 
 

@@ -26,7 +26,8 @@ class PixelFeatures:
     data_specific = True
 
     def features(self, images):
-        pooled = jnp.mean(images.reshape(images.shape[0], 4, 8, 4, 8, 3), axis=(2, 4, 5))
+        b, h, w, c = images.shape
+        pooled = jnp.mean(images.reshape(b, 4, h // 4, 4, w // 4, c), axis=(2, 4, 5))
         flat = pooled.reshape(images.shape[0], 16)
         return flat, flat[:, :10]
 
@@ -35,7 +36,7 @@ class PixelFeatures:
 def run(tmp_path_factory):
     """(config, workdir) of a tiny model's checkpoint at step 7."""
     config = get_config()
-    config.model.update(g_ch=4, d_ch=4, z_dim=32, shared_dim=8)
+    config.model.update(g_ch=4, d_ch=4, z_dim=48, shared_dim=8)
     config.eval.update(num_samples=32, batch_size=16, standing_stats_passes=2,
                        truncations=(None, 0.5, 1.0))
     workdir = tmp_path_factory.mktemp("run")
@@ -65,7 +66,7 @@ def test_truncation_sweep_on_a_checkpoint(run, tmp_path, monkeypatch):
     assert [e["setting"] for e in saved["settings"]] == [
         {"truncation": None}, {"truncation": 0.5}, {"truncation": 1.0}]   # None: w/o
     assert "pixels/fid/truncation_none" in evaluation.scalars(result)
-    assert saved["details"] == {"standing_stats_passes": 2, "latent": "normal"}
+    assert saved["details"] == {"standing_stats_passes": 2, "latent": config.train.latent}
     for entry in saved["settings"]:
         assert {"fid", "is_mean", "kid_mean", "precision", "recall", "class_accuracy"} <= set(
             entry["pixels"])
@@ -81,11 +82,12 @@ def test_truncation_sweep_on_a_checkpoint(run, tmp_path, monkeypatch):
 
 
 def test_sample_from_a_workdir(run, tmp_path):
-    _, workdir = run
+    config, workdir = run
+    res = config.model.resolution
     generator = sample.checkpoint_generator(str(workdir), 0.5)   # saved config, latest step
-    z = sample.latents(2, 32, 0.5, seed=0)
+    z = sample.latents(2, config.model.z_dim, 0.5, seed=0, latent=config.train.latent)
     interp = sample.interpolation_sheet(generator, [3, 8], 2, 4, 0.5, seed=0, fixed_z=True)
-    interp = interp.reshape(2, 4, 32, 32, 3)
+    interp = interp.reshape(2, 4, res, res, 3)
     # The ends of a class interpolation at fixed z are the two classes' ordinary samples.
     np.testing.assert_allclose(interp[:, 0], generator(z, np.array([3, 3])), atol=1e-5)
     np.testing.assert_allclose(interp[:, -1], generator(z, np.array([8, 8])), atol=1e-5)
@@ -94,9 +96,9 @@ def test_sample_from_a_workdir(run, tmp_path):
                                   str(tmp_path / "pairs.png"), steps=4)
     np.testing.assert_allclose(pairs[0], interp[0, 0], atol=1e-5)      # same z0, same class
     assert not np.allclose(pairs[3], interp[0, -1], atol=1e-3)         # z1 differs from z0
-    assert Image.open(tmp_path / "pairs.png").size == (4 * 34 + 2, 2 * 34 + 2)
+    assert Image.open(tmp_path / "pairs.png").size == (4 * (res + 2) + 2, 2 * (res + 2) + 2)
     sample.run_checkpoint(generator, "classwise", [1, 2], 4, 0.5, 0, str(tmp_path / "c.npz"))
     saved = np.load(tmp_path / "c_class2.npz")
-    assert saved["images"].shape == (4, 32, 32, 3) and list(saved["labels"]) == [2] * 4
+    assert saved["images"].shape == (4, res, res, 3) and list(saved["labels"]) == [2] * 4
     np.testing.assert_allclose(saved["images"], generator(saved["z"], saved["labels"]),
                                atol=1e-5)

@@ -36,9 +36,9 @@ DIFFUSION = {"data.resolution": 16, "model.ch": 32, "model.ch_mult": (1,),
 
 def biggan_config():
     config = biggan_digits()
-    config.model.update(g_ch=4, d_ch=4, z_dim=32, shared_dim=8)
+    config.model.update(g_ch=4, d_ch=4, z_dim=24, shared_dim=8)
     config.eval.update(num_samples=20, batch_size=8, standing_stats_passes=2,
-                       truncations=(0.5, 1.0))
+                       truncations=(None, 0.5))
     return config
 
 

@@ -13,7 +13,7 @@ from gencore.sharding import batch_sharded, make_mesh
 @pytest.fixture(scope="module")
 def tiny():
     cfg = get_config().model
-    cfg.update(g_ch=4, z_dim=32, shared_dim=8)
+    cfg.update(g_ch=4, z_dim=48, shared_dim=8)
     g_vars, _ = models.init_variables(cfg, jax.random.key(0))
     params = g_vars["params"]
     g_state = {k: v for k, v in g_vars.items() if k != "params"}

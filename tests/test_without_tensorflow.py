@@ -19,7 +19,7 @@ from gencore import digits_classifier, reference_stats
 RUNNER = str(REPO / "tests" / "run_restricted.py")
 JOBS = {
     "biggan": ("configs/biggan/digits.py", {
-        "model.g_ch": 4, "model.d_ch": 4, "model.z_dim": 16, "model.shared_dim": 8,
+        "model.g_ch": 4, "model.d_ch": 4, "model.z_dim": 24, "model.shared_dim": 8,
         "train.batch_size": 16, "train.steps": 4, "train.log_every": 2,
         "train.checkpoint_every": 2, "train.sample_every": 4, "train.ema_start": 1,
         "eval.num_samples": 20, "eval.batch_size": 10, "eval.standing_stats_passes": 1,
