@@ -6,13 +6,13 @@ r"""Sample class-conditional images from a trained run or DeepMind's released Bi
   python -m biggan.sample --workdir=<train workdir> [--step=N] [--config=...] --classes=0,1 \
       --truncation=0.5 [--mode=sheet|classwise|interp_pairs|interp_classes] --out=sheet.png
 
-``--workdir``: the EMA generator of a checkpoint (default: the latest) with standing
-statistics (Appendix C.1) recomputed at ``--truncation``; the model config is the one saved
-with the checkpoint unless ``--config`` is given. Modes: 'sheet' one row per class;
-'classwise' one sheet per class (``<out>_class<c>.png``, ``--num`` images); 'interp_pairs'
-``--num`` rows interpolating linearly from (z0, classes[0]) to (z1, classes[1]) in ``--steps``
-columns (Figure 8); 'interp_classes' the same with z held fixed per row (Figure 9). Class
-interpolation mixes the rows of G's shared class embedding.
+``--workdir``: the EMA generator of a checkpoint (default: the latest) with standing statistics
+(Appendix C.1) recomputed at ``--truncation`` (``none``: untruncated z); the model config is
+the one saved with the checkpoint unless ``--config`` is given. Modes: 'sheet' one row per
+class; 'classwise' one sheet per class (``<out>_class<c>.png``, ``--num`` images);
+'interp_pairs' ``--num`` rows interpolating linearly from (z0, classes[0]) to (z1, classes[1])
+in ``--steps`` columns (Figure 8); 'interp_classes' the same with z held fixed per row (Figure
+9). Class interpolation mixes the rows of G's shared class embedding.
 
 ``--pretrained``: a directory written by `biggan.convert_pretrained` (DeepMind's release; BN
 statistics from its per-truncation tables). ``--num`` images per class; the sheet has one row
@@ -51,7 +51,7 @@ def sheet_labels(classes: Sequence[int], num: int) -> np.ndarray:
     return np.repeat(np.asarray(classes, np.int32), num)
 
 
-def latents(count: int, z_dim: int, truncation: float, seed: int,
+def latents(count: int, z_dim: int, truncation: float | None, seed: int,
             z_npy: str | None = None, latent: str = "normal") -> np.ndarray:
     """z [count, z_dim]: ``latent`` (Appendix E) truncated by resampling from ``seed``, or read
     from ``z_npy``."""
@@ -100,7 +100,8 @@ def pretrained_sampler(directory: str, truncation: float) -> tuple[Sampler, int]
     return (lambda z, y: generator(z, y, truncation)), generator.cfg.z_dim
 
 
-def run(sampler: Sampler, z_dim: int, classes: Sequence[int], num: int, truncation: float,
+def run(sampler: Sampler, z_dim: int, classes: Sequence[int], num: int,
+        truncation: float | None,
         seed: int, out: str, z_npy: str | None = None, batch_size: int = 8,
         latent: str = "normal") -> np.ndarray:
     """Sample ``num`` images of each class with ``sampler``, write them to ``out``; returns them."""
@@ -142,7 +143,7 @@ class TrainedGenerator:
         return np.concatenate(chunks)
 
 
-def checkpoint_generator(workdir: str, truncation: float, step: int | None = None,
+def checkpoint_generator(workdir: str, truncation: float | None, step: int | None = None,
                          config: ml_collections.ConfigDict | None = None, seed: int = 0
                          ) -> TrainedGenerator:
     """EMA G of checkpoint ``step`` (default: the latest complete one) of ``workdir`` with
@@ -160,7 +161,8 @@ def checkpoint_generator(workdir: str, truncation: float, step: int | None = Non
 
 
 def interpolation_sheet(generator: TrainedGenerator, classes: Sequence[int], num: int,
-                        steps: int, truncation: float, seed: int, fixed_z: bool) -> np.ndarray:
+                        steps: int, truncation: float | None, seed: int, fixed_z: bool
+                        ) -> np.ndarray:
     """Images [num * steps]: row r goes linearly from (z0_r, classes[0]) to (z1_r, classes[-1])
     in ``steps`` columns (Figure 8); ``fixed_z``: z1_r = z0_r, only the class moves (Figure 9)."""
     cfg = generator.config
@@ -178,7 +180,7 @@ def interpolation_sheet(generator: TrainedGenerator, classes: Sequence[int], num
 
 
 def run_checkpoint(generator: TrainedGenerator, mode: str, classes: Sequence[int], num: int,
-                   truncation: float, seed: int, out: str, steps: int = 8,
+                   truncation: float | None, seed: int, out: str, steps: int = 8,
                    batch_size: int = 8) -> np.ndarray:
     """Writes ``mode``'s sheet(s) (module docstring) of ``generator`` to ``out``; returns the
     images (of the last class for 'classwise')."""
@@ -205,23 +207,41 @@ def run_checkpoint(generator: TrainedGenerator, mode: str, classes: Sequence[int
 MODES = ("sheet", "classwise", "interp_pairs", "interp_classes")
 
 
+def parse_truncation(text: str) -> float | None:
+    """``--truncation``: a threshold > 0, or 'none' for untruncated z (None)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise ValueError(f"--truncation={text!r}: pass a threshold > 0 (z entries with |z| above "
+                         "it are redrawn) or 'none' for untruncated z.")
+    return value
+
+
 def main(argv: list[str]) -> None:
     del argv
     flag = flags.FLAGS
     setup_job_logging(flag.workdir, "sample")
     classes = [int(c) for c in flag.classes]
+    truncation = parse_truncation(flag.truncation)
     if flag.workdir:
-        generator = checkpoint_generator(flag.workdir, flag.truncation, flag.step, flag.config,
+        generator = checkpoint_generator(flag.workdir, truncation, flag.step, flag.config,
                                          flag.seed)
-        run_checkpoint(generator, flag.mode, classes, flag.num, flag.truncation,
-                                flag.seed, flag.out, flag.steps, flag.batch_size)
+        run_checkpoint(generator, flag.mode, classes, flag.num, truncation, flag.seed, flag.out,
+                       flag.steps, flag.batch_size)
         print(f"wrote {flag.mode} images to {flag.out}")
         return
     if not flag.pretrained:
         raise app.UsageError("Pass --workdir=<train workdir> or --pretrained=<directory written "
                              "by biggan.convert_pretrained>.")
-    sampler, z_dim = pretrained_sampler(flag.pretrained, flag.truncation)
-    images = run(sampler, z_dim, classes, flag.num, flag.truncation,
+    if truncation is None:
+        raise ValueError("--truncation=none applies to --workdir; DeepMind's release holds BN "
+                         "statistics for truncations in (0, 1]: pass a number.")
+    sampler, z_dim = pretrained_sampler(flag.pretrained, truncation)
+    images = run(sampler, z_dim, classes, flag.num, truncation,
                  flag.seed, flag.out, flag.z_npy, flag.batch_size)
     print(f"wrote {len(images)} images to {flag.out}")
 
@@ -235,7 +255,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("steps", 8, "Columns of an interpolation sheet.")
     flags.DEFINE_list("classes", ["207", "980"], "ImageNet class indices, one sheet row each.")
     flags.DEFINE_integer("num", 8, "Images per class.")
-    flags.DEFINE_float("truncation", 0.4, "Truncation of z and of the BN statistics.")
+    flags.DEFINE_string("truncation", "0.4", "Truncation of z and of the BN statistics; 'none': "
+                        "untruncated z (--workdir only).")
     flags.DEFINE_integer("seed", 0, "Seed for z.")
     flags.DEFINE_string("z_npy", None, "Read z [len(classes) * num, z_dim] from this .npy file.")
     flags.DEFINE_string("out", "sheet.png", "Sheet (.png), raw images (.npy) or images, labels "

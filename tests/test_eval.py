@@ -100,5 +100,12 @@ def test_sample_from_a_workdir(run, tmp_path):
     sample.run_checkpoint(generator, "classwise", [1, 2], 4, 0.5, 0, str(tmp_path / "c.npz"))
     saved = np.load(tmp_path / "c_class2.npz")
     assert saved["images"].shape == (4, res, res, 3) and list(saved["labels"]) == [2] * 4
+    untruncated = sample.checkpoint_generator(str(workdir), sample.parse_truncation("None"))
+    images = untruncated(sample.latents(2, config.model.z_dim, None, seed=0,
+                                        latent=config.train.latent), np.array([1, 2]))
+    assert images.shape == (2, res, res, 3) and np.all(np.isfinite(images))
+    for bad in ("0", "-1", "x"):
+        with pytest.raises(ValueError, match="--truncation"):
+            sample.parse_truncation(bad)
     np.testing.assert_allclose(saved["images"], generator(saved["z"], saved["labels"]),
                                atol=1e-5)
