@@ -77,18 +77,24 @@ def model_eval(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelEval:
 
 
 def plot_truncation_curve(result: dict[str, Any], path: epath.Path) -> None:
-    """IS vs FID over the truncation sweep (Figure 17), one curve per feature space."""
+    """IS vs FID over the truncation sweep (Figure 17), one curve per feature space; the
+    thresholds joined in order, the untruncated entry as a star."""
     import matplotlib.pyplot as plt
 
     spaces = list(result["feature_spaces"])
+    entries = result["settings"]
+    swept = sorted((e for e in entries if e["setting"]["truncation"] is not None),
+                   key=lambda e: e["setting"]["truncation"])
+    untruncated = [e for e in entries if e["setting"]["truncation"] is None]
     fig, axes = plt.subplots(1, len(spaces), figsize=(5 * len(spaces), 4), squeeze=False)
     for ax, space in zip(axes[0], spaces, strict=True):
-        fid = [e[space]["fid"] for e in result["settings"]]
-        inception_score = [e[space]["is_mean"] for e in result["settings"]]
-        ax.plot(inception_score, fid, "o-")
-        for e, x, y in zip(result["settings"], inception_score, fid, strict=True):
-            ax.annotate(f"{e['setting']['truncation']}", (x, y), textcoords="offset points",
-                        xytext=(4, 4))
+        for points, style in ((swept, "o-"), (untruncated, "*")):
+            ax.plot([e[space]["is_mean"] for e in points], [e[space]["fid"] for e in points],
+                    style, color="C0", markersize=10 if style == "*" else 6)
+        for e in entries:
+            t = e["setting"]["truncation"]
+            ax.annotate("none" if t is None else f"{t:g}", (e[space]["is_mean"], e[space]["fid"]),
+                        textcoords="offset points", xytext=(4, 4))
         label = " (data-specific)" if result["feature_spaces"][space]["data_specific"] else ""
         ax.set(xlabel=f"IS [{space}]{label}", ylabel=f"FID [{space}]{label}",
                title=f"step {result['step']}: truncation sweep")
