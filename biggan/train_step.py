@@ -3,8 +3,8 @@
 Read it from the top: `d_gradient` / `g_gradient` (the losses on one micro-batch),
 `accumulated_gradient` (micro-batches, then the device mean), `optimizer_update` (Eq. 3's and
 Sec. 4.1's penalties, Adam, Eq. 4's clamp, Appendix G.1's freezing), `d_update` / `g_update`,
-`ema_update`, and `per_device_step`, which is Sec. 3's loop; `make_train_step` draws the global
-latents and runs it under ``jax.shard_map``.
+`ema_update` (`gencore.ema`, shared with diffusion), and `per_device_step`, which is Sec. 3's
+loop; `make_train_step` draws the global latents and runs it under ``jax.shard_map``.
 
 The step is a pure function ``(TrainState, batch) -> (TrainState, metrics)`` compiled with
 ``jax.jit`` over a device mesh and written per device with ``jax.shard_map``: each device
@@ -36,6 +36,7 @@ from jax.sharding import Mesh, PartitionSpec
 from biggan import diffaugment, interventions, latents, losses, models
 from biggan.layers import SPECTRAL
 from biggan.stability import validate_stability_config
+from gencore.ema import ema_update
 from gencore.sharding import BN_AXIS, DATA_AXES, replicated
 
 BATCH_STATS = "batch_stats"
@@ -268,14 +269,6 @@ def g_update(parts: StepParts, state: TrainState, d_params: Any, states: tuple, 
         interventions.projection(train, "G", g_state[SPECTRAL]), train.freeze_g_step,
         state.step)
     return g_params, g_opt_state, (g_state, d_state), {**metrics, **penalties}
-
-
-def ema_update(ema_params: Any, g_params: Any, step: jax.Array,
-               train: ml_collections.ConfigDict) -> Any:
-    """G's EMA (Sec. 3): decay * ema + (1 - decay) * params, a copy before ``ema_start``."""
-    decay = jnp.where(step >= train.ema_start, train.ema_decay, 0.0)
-    return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params,
-                                  g_params)
 
 
 def micro_step_keys(key: jax.Array, train: ml_collections.ConfigDict) -> jax.Array:

@@ -33,6 +33,7 @@ from diffusion.losses import (
     update_loss_history,
 )
 from gencore import sharding
+from gencore.ema import ema_update
 from gencore.sharding import BATCH_SPEC, DATA_AXES, replicated
 
 
@@ -146,9 +147,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
                                      dropout_keys)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        decay = jnp.where(state.step >= train.ema_start, train.ema_decay, 0.0)
-        ema_params = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p,
-                                            state.ema_params, params)
+        ema_params = ema_update(state.ema_params, params, state.step, train)
         history = state.loss_history
         if d.importance_sampling:
             history = update_loss_history(history, i, vb)
