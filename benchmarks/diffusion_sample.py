@@ -66,13 +66,14 @@ def time_samplers(batch: int, repeats: int, full_1000: bool) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, (schedule, method) in samplers.items():
 
-        def run(variables, key, schedule=schedule, method=method):
+        def run(variables, keys, schedule=schedule, method=method):
             def model_fn(x, t):
                 return model.apply(variables, x, t)
 
-            return sample(model_fn, param, schedule, key, shape, method=method)
+            return sample(model_fn, param, schedule, keys, shape, method=method)
 
-        compile_s, sec = compile_and_time(run, (params, jax.random.key(2)), repeats)
+        keys = jax.random.split(jax.random.key(2), batch)   # one key per sample
+        compile_s, sec = compile_and_time(run, (params, keys), repeats)
         result[name] = {"s_per_batch": round(sec, 3), "images_per_s": round(batch / sec, 4),
                         "s_per_step": round(sec / schedule.num_steps, 4),
                         "compile_s": round(compile_s, 1)}

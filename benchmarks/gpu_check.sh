@@ -62,15 +62,15 @@ run() {  # run NAME CAP_SECONDS COMMAND...: stdout to OUT/NAME.out, stderr to th
   return $rc
 }
 
-digits_jobs() {  # digits_jobs NAME PACKAGE STEPS: the main job, then its eval and sample
-  # commands; their config overrides and sample flags are the arrays NAME_overrides and
-  # NAME_sample.
-  local name=$1 package=$2 steps=$3 config=configs/$2/digits.py workdir=$out/$1
+digits_jobs() {  # digits_jobs NAME PACKAGE: the main job, then its eval (of the last
+  # checkpoint) and sample commands; their config overrides and sample flags are the arrays
+  # NAME_overrides and NAME_sample.
+  local name=$1 package=$2 config=configs/$2/digits.py workdir=$out/$1
   local -n overrides=${name}_overrides sample=${name}_sample
   if run "${name}_main" 120 "$python" -m "$package.main" --config="$config" \
       --workdir="$workdir" "${overrides[@]}"; then
     run "${name}_eval" 60 "$python" -m "$package.eval" --config="$config" \
-      --workdir="$workdir" --step="$steps" "${overrides[@]}"
+      --workdir="$workdir" --latest "${overrides[@]}"
     run "${name}_sample" 30 "$python" -m "$package.sample" --workdir="$workdir" \
       --out="$out/${name}_sheet.png" "${sample[@]}"
   fi
@@ -81,7 +81,6 @@ if [[ -n $smoke ]]; then
   export JAX_PLATFORMS=cpu
   device=cpu
   budget_a=600 budget_b=900 budget_c=600 budget_d=300
-  gan_steps=4 diffusion_steps=4
   biggan_digits_overrides=(--config.train.steps=4 --config.train.checkpoint_every=4
     --config.train.sample_every=4 --config.train.log_every=2 --config.eval.num_samples=40
     --config.eval.batch_size=20 --config.eval.standing_stats_passes=1)
@@ -98,7 +97,6 @@ if [[ -n $smoke ]]; then
 else
   device=cuda
   budget_a=190 budget_b=170 budget_c=60 budget_d=60
-  gan_steps=1200 diffusion_steps=1500
   biggan_digits_overrides=() ddpm_digits_overrides=() ddpm_digits_sample=() cap_scale=1
   step_flags=(--steps=5)
   step_settings=(biggan_cifar10 biggan128 biggan_deep128 ddpm_cifar10 iddpm_cifar10_hybrid)
@@ -111,8 +109,8 @@ note "gpu_check.sh ${smoke:-full} on $device; out $out; git $(git rev-parse --sh
 "$python" -c "import jax; print('jax', jax.__version__, jax.devices())" >> "$log" 2>&1
 
 part a "$budget_a"
-digits_jobs biggan_digits biggan "$gan_steps"
-digits_jobs ddpm_digits diffusion "$diffusion_steps"
+digits_jobs biggan_digits biggan
+digits_jobs ddpm_digits diffusion
 
 part b "$budget_b"
 for setting in "${step_settings[@]}"; do
