@@ -93,12 +93,11 @@ def check_bpd_examples(config: ml_collections.ConfigDict) -> None:
                          "count of its examples.")
 
 
-def check_eval_settings(config: ml_collections.ConfigDict, *, sampler: str | None = None,
-                        sample_steps: object = None, guidance: object = None) -> None:
-    """Every check of a diffusion eval job; ``sampler``, ``sample_steps`` and ``guidance``
-    (flag values) replace the config's when given."""
-    check_sampling(config, sampler or config.eval.sampler,
-                   as_tuple(sample_steps or config.eval.sample_steps),
-                   as_tuple(guidance or config.eval.guidance))
+def check_eval_settings(config: ml_collections.ConfigDict) -> None:
+    """Every check of a diffusion eval job's settings (``--sampler``, ``--steps`` and
+    ``--guidance`` are already in ``config.eval``; whether ``bpd_split`` can be read is
+    `diffusion.eval.check_bpd_split`'s)."""
+    check_sampling(config, config.eval.sampler, sample_step_counts(config),
+                   as_tuple(config.eval.guidance))
     check_bpd_examples(config)
     check_sample_scoring(config)

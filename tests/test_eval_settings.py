@@ -8,6 +8,7 @@ from biggan.eval_settings import check_eval_config as biggan_check_eval_config
 from diffusion.eval_settings import check_eval_settings
 from gencore import inception, reference_stats
 from gencore.config_util import config_variants, load_config
+from gencore.evaluation import set_eval_field
 
 DDPM = dict(sampler="ancestral", var_type="fixedlarge", num_samples=50_000,
             reference_split="train")
@@ -97,10 +98,14 @@ def test_bad_diffusion_eval_settings_fail_with_one_line(fields, message):
 
 
 def test_flag_values_replace_the_config_in_the_checks():
-    config = digits_diffusion()
-    check_eval_settings(config, sampler="ancestral", sample_steps=1000, guidance=[1.0, 3.0])
+    config = digits_diffusion()   # --sampler, --steps, --guidance as diffusion.eval sets them
+    for name, value in (("sampler", "ancestral"), ("sample_steps", (1000,)),
+                        ("guidance", (1.0, 3.0))):
+        set_eval_field(config, name, value)
+    check_eval_settings(config)
+    set_eval_field(config, "sample_steps", (5000,))
     with pytest.raises(ValueError, match="holds 5000"):
-        check_eval_settings(config, sample_steps=5000)
+        check_eval_settings(config)
 
 
 def test_guidance_needs_classes_and_a_trained_null_class():
