@@ -21,8 +21,8 @@ from diffusion.train_step import create_train_state
 from gencore import checkpoint, sharding
 from gencore.config_util import check_config_arguments
 from gencore.console import setup_job_logging, stop_on_error
-from gencore.evaluation import example_keys
 from gencore.images import save_image_grid
+from gencore.sample_keys import example_keys
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")

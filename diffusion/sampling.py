@@ -24,7 +24,7 @@ def sample(
 ) -> jnp.ndarray:
     """Runs the reverse process over all steps of `s`, from x_T ~ N(0, I) to x_0 [shape].
 
-    keys [shape[0]]: one PRNG key per example (e.g. `gencore.evaluation.example_keys`);
+    keys [shape[0]]: one PRNG key per example (e.g. `gencore.sample_keys.example_keys`);
     example b's x_T and noise are drawn from keys[b] alone, so a sample depends neither on the
     batch it is drawn in nor on how the batch is split over devices.
 

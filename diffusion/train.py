@@ -14,7 +14,7 @@ from diffusion.eval_settings import guidance_scales, sample_step_counts
 from diffusion.train_step import TrainState, create_train_state, make_train_step
 from gencore import sharding
 from gencore.data import create_input_pipeline
-from gencore.evaluation import example_keys
+from gencore.sample_keys import example_keys
 from gencore.sharding import first_process_array
 from gencore.training import SHEET_COLUMNS, run_training
 

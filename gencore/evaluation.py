@@ -57,6 +57,7 @@ from gencore.console import say, setup_job_logging, stop_on_error
 from gencore.feature_extractors import FeatureExtractor, FeatureSet
 from gencore.inception import InceptionWeightsNotFoundError
 from gencore.metric_writer import MetricWriter
+from gencore.sample_keys import example_keys
 from gencore.training import define_process_flags
 
 BEST_FILE = "best_fid.json"
@@ -106,11 +107,6 @@ def feature_spaces(config: ml_collections.ConfigDict) -> list[FeatureExtractor]:
     if config.data.name == "digits":
         spaces.append(feature_extractors.create_feature_extractor("digits_classifier"))
     return spaces
-
-
-def example_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
-    """keys [N] of the samples with global ``indices`` [N]: fold_in(key, i) for each i."""
-    return jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
 
 
 def local_rows(x: jax.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from diffusion.reverse import Parameterization
 from diffusion.sampling import sample
 from diffusion.schedules import get_betas, make_schedule, respace, spaced_timesteps
 from diffusion.unet import UNet
-from gencore.evaluation import example_keys
+from gencore.sample_keys import example_keys
 
 NUM_STEPS, CLASSES = 20, 3
 

@@ -10,7 +10,7 @@ from diffusion.guidance import drop_labels, guided_model_fn
 from diffusion.reverse import Parameterization
 from diffusion.sampling import sample
 from diffusion.schedules import get_betas, make_schedule, respace, spaced_timesteps
-from gencore.evaluation import example_keys
+from gencore.sample_keys import example_keys
 
 MEAN, STD = 0.3, 0.2
 SHAPE = (256, 4, 4, 1)
