@@ -22,8 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from diffusion.reverse import Parameterization
-from diffusion.sampling import sample
+from diffusion.reverse import Parameterization, sample
 from diffusion.schedules import get_betas, make_schedule, respace, spaced_timesteps
 from diffusion.unet import unet_from_config
 from gencore.config_util import load_config
@@ -55,7 +54,7 @@ def time_samplers(batch: int, repeats: int, full_1000: bool) -> dict[str, Any]:
     # Random non-zero output layers, so that the samples are not all zero.
     params = jax.tree.map(lambda p: p + 0.01 * jax.random.normal(jax.random.key(1), p.shape),
                           params)
-    param = Parameterization("eps", "fixedlarge")
+    parameterization = Parameterization("eps", "fixedlarge")
     betas = get_betas("linear", 1000)
     samplers = {
         "ancestral_50": (respace(betas, spaced_timesteps(1000, 50)), "ancestral"),
@@ -70,7 +69,7 @@ def time_samplers(batch: int, repeats: int, full_1000: bool) -> dict[str, Any]:
             def model_fn(x, t):
                 return model.apply(variables, x, t)
 
-            return sample(model_fn, param, schedule, keys, shape, method=method)
+            return sample(model_fn, parameterization, schedule, keys, shape, method=method)
 
         keys = jax.random.split(jax.random.key(2), batch)   # one key per sample
         compile_s, sec = compile_and_time(run, (params, keys), repeats)

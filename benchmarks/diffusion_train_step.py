@@ -39,9 +39,9 @@ _RNG = flags.DEFINE_string("rng_impl", "threefry2x32", "JAX PRNG for t, noise an
 
 SETTINGS = {
     "ddpm": dict(config="configs/diffusion/ddpm_cifar10.py", schedule="linear", steps=1000,
-                 lr=2e-4, param=Parameterization("eps", "fixedlarge"), loss="simple"),
+                 lr=2e-4, parameterization=Parameterization("eps", "fixedlarge"), loss="simple"),
     "iddpm": dict(config="configs/diffusion/iddpm_cifar10.py:cosine_hybrid", schedule="cosine",
-                  steps=4000, lr=1e-4, param=Parameterization("eps", "learned_range"),
+                  steps=4000, lr=1e-4, parameterization=Parameterization("eps", "learned_range"),
                   loss="hybrid"),
 }
 #: improved-diffusion's UNetModel, batch 8, fp32, in images/s, measured on a 2-core CPU where
@@ -71,7 +71,8 @@ def jax_step(name: str, batch: int):
             def model_fn(x, t):
                 return model.apply({"params": p}, x, t, train=True, rngs={"dropout": k_d})
 
-            terms = training_losses(model_fn, cfg["param"], schedule, x0, i, noise, cfg["loss"])
+            terms = training_losses(model_fn, cfg["parameterization"], schedule, x0, i, noise,
+                                    cfg["loss"])
             return jnp.mean(terms["loss"])
 
         loss, grads = jax.value_and_grad(loss_fn)(params)

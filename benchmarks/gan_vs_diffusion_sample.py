@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags
 from diffusion_sample import compile_and_time, define_flags, time_samplers
 
-from biggan import models
+from biggan import model as biggan_model
 from biggan.standing_stats import make_sampler
 from gencore.config_util import load_config
 
@@ -34,15 +34,15 @@ def time_generator(spec: str, batch: int, repeats: int) -> dict[str, Any]:
     """params, compile_s, s_per_batch and images_per_s of the G of config ``spec`` (random
     weights, BN statistics as initialised) on ``batch`` latents."""
     cfg = load_config(spec).model
-    z, y, _ = models.example_inputs(cfg, batch)
-    variables = models.build_generator(cfg).init(jax.random.key(0), z, y, train=False)
+    z, y, _ = biggan_model.example_inputs(cfg, batch)
+    variables = biggan_model.build_generator(cfg).init(jax.random.key(0), z, y, train=False)
     params = variables["params"]
     g_state = {k: v for k, v in variables.items() if k != "params"}   # BN statistics, SN u
     rng = np.random.default_rng(0)
     z = rng.standard_normal(z.shape).astype(np.float32)
     y = (np.arange(batch) % cfg.num_classes).astype(np.int32)
     compile_s, sec = compile_and_time(make_sampler(cfg), (params, g_state, z, y), repeats)
-    return {"config": spec, "params": models.count_params(params),
+    return {"config": spec, "params": biggan_model.count_params(params),
             "compile_s": round(compile_s, 1), "s_per_batch": round(sec, 4),
             "images_per_s": round(batch / sec, 2)}
 

@@ -25,7 +25,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from biggan import latents, models
+from biggan import latents
+from biggan import model as biggan_model
 from biggan.layers import SPECTRAL
 from biggan.train_step import BATCH_STATS, TrainState, create_train_state
 from gencore import checkpoint, sharding
@@ -45,7 +46,7 @@ def _discriminators(model_json: str, latent: str, batch_size: int
     """Jitted (D's logits on images [B, R, R, 3], labels [B]; D's logits [batch_size] and G's
     labels on a fresh sample of G) for a model config given as JSON (cached across calls)."""
     cfg = ml_collections.ConfigDict(json.loads(model_json))
-    D, G = models.build_discriminator(cfg), models.build_generator(cfg)
+    D, G = biggan_model.build_discriminator(cfg), biggan_model.build_generator(cfg)
 
     @jax.jit
     def on_images(d_params, d_state, images, labels):

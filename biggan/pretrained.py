@@ -30,7 +30,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from biggan import layers, models
+from biggan import layers
+from biggan import model as biggan_model
 
 FORMAT = "biggan-deep-pretrained/1"
 METADATA_FILE = "pretrained.json"
@@ -108,9 +109,9 @@ def save(directory: epath.PathLike, cfg: ml_collections.ConfigDict, variables: M
 
 def abstract_variables(cfg: ml_collections.ConfigDict) -> dict:
     """ShapeDtypeStructs of {'params', 'spectral', 'bn_tables'} for the G of ``cfg``."""
-    z, y, _ = models.example_inputs(cfg, batch=1)
+    z, y, _ = biggan_model.example_inputs(cfg, batch=1)
     shapes = jax.eval_shape(
-        lambda: models.build_generator(cfg).init(jax.random.key(0), z, y, train=False))
+        lambda: biggan_model.build_generator(cfg).init(jax.random.key(0), z, y, train=False))
     tables = jax.tree.map(lambda s: jax.ShapeDtypeStruct((NUM_STATS, *s.shape), s.dtype),
                           shapes["batch_stats"])
     return {"params": shapes["params"], "spectral": shapes["spectral"], "bn_tables": tables}
@@ -137,7 +138,7 @@ def read_metadata(directory: epath.PathLike) -> dict:
 def _compiled_apply(cfg_json: str):
     """G's eval-mode apply on weights already divided by their stored sigma (no power
     iteration per call), jitted once per model config (shared by every loaded copy)."""
-    model = models.build_generator(ml_collections.ConfigDict(json.loads(cfg_json)))
+    model = biggan_model.build_generator(ml_collections.ConfigDict(json.loads(cfg_json)))
 
     def apply(variables: dict, z: jax.Array, y: jax.Array) -> jax.Array:
         with layers.spectral_norm_skipped():

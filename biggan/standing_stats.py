@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from biggan import models
+from biggan import model as biggan_model
 from biggan.latents import sample_latents
 from biggan.layers import SPECTRAL
-from gencore.sharding import BATCH_SPEC, BN_AXIS, check_batch_divisible, make_mesh
+from gencore.sharding import BATCH_SPEC, BN_AXIS, GROUP_AXIS, check_batch_divisible, make_mesh
 
 BATCH_STATS = "batch_stats"
 Sampler = Callable[[Any, Any, jax.Array, jax.Array], jax.Array]
@@ -44,21 +44,21 @@ def make_standing_stats_fn(model_cfg: ml_collections.ConfigDict, passes: int, ba
     truncation is a traced argument: one compile serves a whole sweep (None compiles apart).
     """
     mesh = make_mesh(mesh.devices.flatten() if mesh is not None else None)
-    check_batch_divisible(batch_size, mesh, "config.eval.batch_size")
+    check_batch_divisible(batch_size, mesh.devices.size, "config.eval.batch_size")
     pass_cfg = model_cfg.copy_and_resolve_references()
     with pass_cfg.unlocked():
         pass_cfg.bn_momentum = 0.0
-    G = models.build_generator(pass_cfg, axis_name=BN_AXIS)
+    G = biggan_model.build_generator(pass_cfg, axis_name=BN_AXIS)
 
     def one_pass(params, g_state, z, y):
         _, updated = G.apply({"params": params, **g_state}, z, y, train=True,
                              mutable=[BATCH_STATS, SPECTRAL])
-        return updated[BATCH_STATS]
+        return jax.lax.pmean(updated[BATCH_STATS], GROUP_AXIS)   # one group: exact
 
     sharded_pass = jax.shard_map(one_pass, mesh=mesh,
                                  in_specs=(PartitionSpec(), PartitionSpec(), BATCH_SPEC,
                                            BATCH_SPEC),
-                                 out_specs=PartitionSpec(), check_vma=False)
+                                 out_specs=PartitionSpec())
     batch_sharding = NamedSharding(mesh, BATCH_SPEC)
 
     @jax.jit
@@ -89,7 +89,7 @@ def standing_stats(model_cfg: ml_collections.ConfigDict, params: Any, g_state: A
 def make_sampler(model_cfg: ml_collections.ConfigDict) -> Sampler:
     """Jitted G in inference mode (stored BN statistics, no state update); the batch may be
     sharded over any devices, each image depends only on its own (z, y)."""
-    G = models.build_generator(model_cfg)
+    G = biggan_model.build_generator(model_cfg)
 
     @jax.jit
     def sample(params, g_state, z, y):

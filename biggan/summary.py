@@ -12,7 +12,7 @@ import pathlib
 
 import ml_collections
 
-from biggan import models
+from biggan import model as biggan_model
 from gencore.config_util import summary_main
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "biggan"
@@ -20,7 +20,7 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "bigga
 
 def summarize(config: ml_collections.ConfigDict) -> dict:
     """Parameter counts of ``config.model`` next to the paper's figure for the row."""
-    counts = models.parameter_counts(config.model)
+    counts = biggan_model.parameter_counts(config.model)
     total = counts["G_params"] + counts["D_params"] - counts["G_shared_embedding_params"]
     return {**counts, "params_M": round(total / 1e6, 3),
             "paper_params_M": config.paper.get("params_M"),

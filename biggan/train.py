@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from biggan import models
+from biggan import model as biggan_model
 from biggan.layers import SPECTRAL
 from biggan.spectra import spectra
 from biggan.stability import stability_hooks
@@ -65,7 +65,7 @@ def ema_sample_sheet(config: ml_collections.ConfigDict) -> Callable[[TrainState]
     z = jax.random.normal(jax.random.PRNGKey(config.train.seed + 1), (classes * per_class,
                                                                        cfg.z_dim))
     y = np.repeat(np.arange(classes, dtype=np.int32), per_class)
-    G = models.build_generator(cfg)
+    G = biggan_model.build_generator(cfg)
 
     @jax.jit
     def generate(ema_params, g_state):

@@ -10,7 +10,8 @@ The step is a pure function ``(TrainState, batch) -> (TrainState, metrics)`` com
 ``jax.jit`` over a device mesh and written per device with ``jax.shard_map``: each device
 sees its slice of the batch, and every cross-device reduction is explicit — gradient means
 and metrics are ``lax.pmean`` over ``DATA_AXES``; G's BatchNorm statistics are reduced by
-Flax's BatchNorm over ``BN_AXIS`` (cross-replica BN). Latents are drawn for the global batch
+Flax's BatchNorm over ``BN_AXIS`` (cross-replica BN), and its running averages leave the step
+averaged over the BN groups (`group_mean_batch_stats`). Latents are drawn for the global batch
 before the shard_map, so one step on 8 devices equals the same step on 1 device. DiffAugment
 (``config.train.diffaugment``, off by default) and D's dropout (``config.train.d_dropout``, off)
 are the exceptions: each device folds its axis index into their keys, so their draws depend on
@@ -33,11 +34,12 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
-from biggan import diffaugment, interventions, latents, losses, models
+from biggan import diffaugment, interventions, latents, losses
+from biggan import model as biggan_model
 from biggan.layers import SPECTRAL
 from biggan.stability import validate_stability_config
 from gencore.ema import ema_update
-from gencore.sharding import BN_AXIS, DATA_AXES, replicated
+from gencore.sharding import BN_AXIS, DATA_AXES, GROUP_AXIS, replicated
 
 BATCH_STATS = "batch_stats"
 UPDATE_SPEC = PartitionSpec(None, None, DATA_AXES)
@@ -77,7 +79,7 @@ def create_train_state(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainSt
 
     def init() -> TrainState:
         init_rng, rng = jax.random.split(jax.random.PRNGKey(config.train.seed))
-        g_vars, d_vars = models.init_variables(config.model, init_rng)
+        g_vars, d_vars = biggan_model.init_variables(config.model, init_rng)
         g_params, g_state = g_vars["params"], {k: v for k, v in g_vars.items() if k != "params"}
         d_params, d_state = d_vars["params"], {SPECTRAL: d_vars[SPECTRAL]}
         return TrainState(step=jnp.zeros((), jnp.int32), rng=rng, g_params=g_params,
@@ -91,7 +93,7 @@ def create_train_state(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainSt
 def validate_train_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Fail before any compile with a message naming the field."""
     train = config.train
-    models.validate_model_config(config.model)
+    biggan_model.validate_model_config(config.model)
     losses.get_losses(train.loss, train.hinge_margin)
     latents.check_latent(train.latent)
     diffaugment.validate_augment_config(train)
@@ -117,6 +119,16 @@ def mean_over_devices(tree: Any) -> Any:
     return jax.lax.pmean(tree, DATA_AXES)
 
 
+def group_mean_batch_stats(g_state: Any) -> Any:
+    """G's state with its running BatchNorm statistics averaged over the BN groups.
+
+    Each group (``BN_AXIS``) normalizes with, and averages into its running statistics, the
+    moments of its own slice of the batch, so with ``config.model.bn_group_size`` below the
+    device count the groups' running statistics differ; their mean over ``GROUP_AXIS`` is what
+    the replicated state keeps (exact when one group spans every device)."""
+    return {**g_state, BATCH_STATS: jax.lax.pmean(g_state[BATCH_STATS], GROUP_AXIS)}
+
+
 @dataclasses.dataclass(frozen=True)
 class StepParts:
     """What the step needs besides the state: the networks, optimisers and losses built from
@@ -135,8 +147,8 @@ class StepParts:
         train = config.train
         g_tx, d_tx = optimizers(train)
         d_loss, g_loss = losses.get_losses(train.loss, train.hinge_margin)
-        return cls(G=models.build_generator(config.model, axis_name=BN_AXIS),
-                   D=models.build_discriminator(config.model, dropout_rate=train.d_dropout),
+        return cls(G=biggan_model.build_generator(config.model, axis_name=BN_AXIS),
+                   D=biggan_model.build_discriminator(config.model, dropout_rate=train.d_dropout),
                    g_tx=g_tx, d_tx=d_tx, d_loss=d_loss, g_loss=g_loss, train=train)
 
 
@@ -303,6 +315,7 @@ def per_device_step(parts: StepParts, state: TrainState, images: jax.Array, labe
         parts, state, d_params, (g_state, d_state),
         [g_z[0], g_y[0], augment_keys[train.num_d_steps], dropout_keys[train.num_d_steps]],
         probability)
+    g_state = group_mean_batch_stats(g_state)
     ema_params = ema_update(state.ema_params, g_params, state.step, train)
     metrics = {**d_metrics[-1], **g_metrics}
     ada = state.ada
@@ -325,6 +338,9 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
     train = config.train
     num_updates, accum = train.num_d_steps, train.grad_accum
     micro = train.batch_size // accum
+    # check_vma stays off: D's and G's spectral-norm vectors come out of the differentiated
+    # per-device copy of the weights, equal on every device but typed device-varying, and a
+    # pmean of equal float32 values is not exact (it would change the step's results).
     sharded = jax.shard_map(
         functools.partial(per_device_step, StepParts.from_config(config)), mesh=mesh,
         in_specs=(PartitionSpec(), UPDATE_SPEC, UPDATE_SPEC, UPDATE_SPEC, UPDATE_SPEC,
@@ -361,7 +377,7 @@ def training_latents(key: jax.Array, batch_shape: tuple[int, ...],
 
 def generate_ema(config: ml_collections.ConfigDict) -> Callable:
     """Jitted (ema_params, g_state, z, y) -> images with stored BN statistics (no update)."""
-    G = models.build_generator(config.model)
+    G = biggan_model.build_generator(config.model)
 
     @jax.jit
     def run(ema_params, g_state, z, y):

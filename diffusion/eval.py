@@ -22,10 +22,10 @@ import numpy as np
 from absl import flags
 from jax.sharding import Mesh
 
-from diffusion import model as dmodel
+from diffusion import model as diffusion_model
 from diffusion.eval_settings import bpd_example_count, check_eval_settings, sampling_settings
 from diffusion.likelihood import bits_per_dim
-from diffusion.sampling import METHODS
+from diffusion.reverse import METHODS
 from diffusion.train_step import create_train_state
 from gencore.data import create_input_pipeline
 from gencore.evaluation import DrawFn, ModelEval, eval_main, set_eval_field
@@ -39,12 +39,13 @@ def heldout_bits_per_dim(config: ml_collections.ConfigDict, params: Any) -> floa
                                      split=ev.bpd_split, process_index=0, process_count=1,
                                      random_flip=False)
     examples = bpd_example_count(config, pipeline.num_examples)
-    unet, param = dmodel.build_unet(config), dmodel.parameterization(config)
-    schedule = dmodel.train_schedule(config)
+    unet = diffusion_model.build_unet(config)
+    parameterization = diffusion_model.parameterization(config)
+    schedule = diffusion_model.train_schedule(config)
 
     @jax.jit
     def nll(p, x, y, key):
-        return bits_per_dim(lambda x_t, t: unet.apply({"params": p}, x_t, t, y), param,
+        return bits_per_dim(lambda x_t, t: unet.apply({"params": p}, x_t, t, y), parameterization,
                             schedule, x, key)["total"]
 
     totals, count = [], 0
@@ -67,7 +68,7 @@ def model_eval(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelEval:
     def sampler(params: Any, setting: dict[str, Any]) -> DrawFn:
         key = tuple(setting.values())
         if key not in compiled:
-            compiled[key] = jax.jit(lambda p, keys, labels: dmodel.generate(
+            compiled[key] = jax.jit(lambda p, keys, labels: diffusion_model.generate(
                 config, p, keys, labels if conditional else None, method=setting["sampler"],
                 steps=setting["steps"], guidance=setting["guidance"]))
         return lambda keys, labels: compiled[key](params, keys, labels)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
-from diffusion.sampling import METHODS
+from diffusion.reverse import METHODS
 from gencore.eval_checks import check_sample_scoring
 
 ALL_EXAMPLES = -1

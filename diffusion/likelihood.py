@@ -31,8 +31,9 @@ def prior_bpd(s: Schedule, x0: jnp.ndarray) -> jnp.ndarray:
     return mean_flat(normal_kl(mean, log_var, 0.0, 0.0)) / math.log(2.0)
 
 
-def bits_per_dim(model_fn: ModelFn, param: Parameterization, s: Schedule, x0: jnp.ndarray,
-                 key: jax.Array, clip_denoised: bool = True) -> dict[str, jnp.ndarray]:
+def bits_per_dim(model_fn: ModelFn, parameterization: Parameterization, s: Schedule,
+                 x0: jnp.ndarray, key: jax.Array, clip_denoised: bool = True
+                 ) -> dict[str, jnp.ndarray]:
     """Full VLB of x0 [B, H, W, C] with one x_t sample per step, all steps in one lax.scan;
     ``clip_denoised``: clip the predicted x_0 to [-1, 1] (the papers' evaluation convention).
 
@@ -47,7 +48,7 @@ def bits_per_dim(model_fn: ModelFn, param: Parameterization, s: Schedule, x0: jn
         noise = jax.random.normal(jax.random.fold_in(key, i), x0.shape, jnp.float32)
         x_t = s.q_sample(x0, iv, noise)
         out = model_fn(x_t, s.model_time(iv))
-        vb, p = vb_terms_bpd(param, s, out, x0, x_t, iv, clip_denoised)
+        vb, p = vb_terms_bpd(parameterization, s, out, x0, x_t, iv, clip_denoised)
         return None, (vb, mean_flat(jnp.square(p.pred_eps - noise)))
 
     _, (vb, mse) = jax.lax.scan(term, None, jnp.arange(s.num_steps, dtype=jnp.int32))

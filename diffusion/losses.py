@@ -62,7 +62,7 @@ def discretized_gaussian_log_likelihood(x: jnp.ndarray, mean: jnp.ndarray,
                      jnp.where(x > 0.999, log_ndtr(-lower), _log_ndtr_diff(lower, upper)))
 
 
-def vb_terms_bpd(param: Parameterization, s: Schedule, out: jnp.ndarray, x0: jnp.ndarray,
+def vb_terms_bpd(parameterization: Parameterization, s: Schedule, out: jnp.ndarray, x0: jnp.ndarray,
                  x_t: jnp.ndarray, i: jnp.ndarray,
                  clip_denoised: bool = False) -> tuple[jnp.ndarray, Reverse]:
     """L_{t-1} = KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for i > 0, L_0 = -log p(x_0|x_1) at i = 0.
@@ -70,25 +70,25 @@ def vb_terms_bpd(param: Parameterization, s: Schedule, out: jnp.ndarray, x0: jnp
     Returns bits/dim per example [B] (DDPM Eq. 5) and p(x_{t-1}|x_t).
     """
     true_mean, _, true_log_var = s.q_posterior(x0, x_t, i)
-    p = p_mean_variance(param, s, out, x_t, i, clip_denoised)
+    p = p_mean_variance(parameterization, s, out, x_t, i, clip_denoised)
     kl = mean_flat(normal_kl(true_mean, true_log_var, p.mean, p.log_variance)) / math.log(2.0)
     nll = -mean_flat(discretized_gaussian_log_likelihood(x0, p.mean, 0.5 * p.log_variance))
     return jnp.where(i == 0, nll / math.log(2.0), kl), p
 
 
-def mse_target(param: Parameterization, s: Schedule, x0: jnp.ndarray, i: jnp.ndarray,
+def mse_target(parameterization: Parameterization, s: Schedule, x0: jnp.ndarray, i: jnp.ndarray,
                noise: jnp.ndarray) -> jnp.ndarray:
     """What the mean channels regress onto: eps, x_0 or v."""
-    if param.mean_type == "eps":
+    if parameterization.mean_type == "eps":
         return noise
-    if param.mean_type == "x0":
+    if parameterization.mean_type == "x0":
         return x0
     return v_target(s, x0, i, noise)
 
 
 def training_losses(
-    model_fn: ModelFn, param: Parameterization, s: Schedule, x0: jnp.ndarray, i: jnp.ndarray,
-    noise: jnp.ndarray, loss_type: str = "simple", hybrid_lambda: float = 0.001,
+    model_fn: ModelFn, parameterization: Parameterization, s: Schedule, x0: jnp.ndarray,
+    i: jnp.ndarray, noise: jnp.ndarray, loss_type: str = "simple", hybrid_lambda: float = 0.001,
 ) -> dict[str, jnp.ndarray]:
     """Per-example losses [B] at steps i [B] for data x0 [B, H, W, C] and noise eps.
 
@@ -101,22 +101,22 @@ def training_losses(
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-    if loss_type == "simple" and param.learn_sigma:
+    if loss_type == "simple" and parameterization.learn_sigma:
         raise ValueError("L_simple does not train a learned variance: use 'hybrid' or 'vlb'")
-    if loss_type == "hybrid" and not param.learn_sigma:
+    if loss_type == "hybrid" and not parameterization.learn_sigma:
         raise ValueError("L_hybrid needs the learned variance (var_type='learned_range')")
     x_t = s.q_sample(x0, i, noise)
     out = model_fn(x_t, s.model_time(i))
     zeros = jnp.zeros(x0.shape[:1], jnp.float32)
     if loss_type == "vlb":
-        vb, _ = vb_terms_bpd(param, s, out, x0, x_t, i)
+        vb, _ = vb_terms_bpd(parameterization, s, out, x0, x_t, i)
         return {"loss": vb, "mse": zeros, "vb": vb}
-    mean_out, var_out = split_output(param, out)
-    mse = mean_flat(jnp.square(mse_target(param, s, x0, i, noise) - mean_out))
+    mean_out, var_out = split_output(parameterization, out)
+    mse = mean_flat(jnp.square(mse_target(parameterization, s, x0, i, noise) - mean_out))
     if loss_type == "simple":
         return {"loss": mse, "mse": mse, "vb": zeros}
     frozen = jnp.concatenate([jax.lax.stop_gradient(mean_out), var_out], axis=-1)
-    vb = vb_terms_bpd(param, s, frozen, x0, x_t, i)[0] * (hybrid_lambda * s.num_steps)
+    vb = vb_terms_bpd(parameterization, s, frozen, x0, x_t, i)[0] * (hybrid_lambda * s.num_steps)
     return {"loss": mse + vb, "mse": mse, "vb": vb}
 
 

@@ -13,8 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from diffusion.guidance import guided_model_fn
-from diffusion.reverse import ModelFn, Parameterization
-from diffusion.sampling import sample
+from diffusion.reverse import ModelFn, Parameterization, sample
 from diffusion.schedules import Schedule, get_betas, make_schedule, respace, spaced_timesteps
 from diffusion.unet import UNet, unet_from_config
 

@@ -15,8 +15,8 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from diffusion import model as dmodel
-from diffusion.sampling import METHODS
+from diffusion import model as diffusion_model
+from diffusion.reverse import METHODS
 from diffusion.train_step import create_train_state
 from gencore import checkpoint, sharding
 from gencore.config_util import check_config_arguments
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
         labels = np.repeat(np.asarray([int(c) for c in _CLASSES.value], np.int32), num)
     else:
         labels = np.zeros((num * num,), np.int32)
-    run = jax.jit(lambda p, k: dmodel.generate(
+    run = jax.jit(lambda p, k: diffusion_model.generate(
         config, p, example_keys(k, np.arange(len(labels))),
         labels if config.model.num_classes else None,
         method=_SAMPLER.value, steps=_STEPS.value, guidance=_GUIDANCE.value, eta=_ETA.value))

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from diffusion import model as dmodel
+from diffusion import model as diffusion_model
 from diffusion.eval_settings import guidance_scales, sample_step_counts
 from diffusion.train_step import TrainState, create_train_state, make_train_step
 from gencore import sharding
@@ -48,9 +48,10 @@ def ema_sample_sheet(config: ml_collections.ConfigDict) -> Callable[[TrainState]
 
     @jax.jit
     def run(ema_params):
-        return dmodel.generate(config, ema_params, keys, labels, method=config.eval.sampler,
-                               steps=min(sample_step_counts(config)),
-                               guidance=guidance_scales(config)[0])
+        return diffusion_model.generate(config, ema_params, keys, labels,
+                                        method=config.eval.sampler,
+                                        steps=min(sample_step_counts(config)),
+                                        guidance=guidance_scales(config)[0])
 
     return lambda state: first_process_array(run(state.ema_params))
 

@@ -23,7 +23,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
-from diffusion import model as dmodel
+from diffusion import model as diffusion_model
 from diffusion.guidance import drop_labels
 from diffusion.losses import (
     LossHistory,
@@ -65,10 +65,11 @@ def optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(train.grad_clip), adam)
 
 
-def validate_train_config(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+def validate_train_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Fail before any compile with a message naming the field."""
-    sharding.check_batch_divisible(config.train.batch_size, mesh, "config.train.batch_size")
-    dmodel.parameterization(config)
+    sharding.check_batch_divisible(config.train.batch_size, num_devices,
+                                   "config.train.batch_size")
+    diffusion_model.parameterization(config)
     d = config.diffusion
     if d.label_drop_prob and not (config.model.num_classes and config.model.null_class):
         raise ValueError("config.diffusion.label_drop_prob > 0 needs a class-conditional model "
@@ -84,7 +85,7 @@ def create_train_state(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainSt
 
     def init() -> TrainState:
         init_rng, rng = jax.random.split(jax.random.PRNGKey(config.train.seed))
-        params = dmodel.init_params(config, init_rng)
+        params = diffusion_model.init_params(config, init_rng)
         return TrainState(step=jnp.zeros((), jnp.int32), rng=rng, params=params,
                           opt_state=tx.init(params), ema_params=params,
                           loss_history=init_loss_history(config.diffusion.num_steps))
@@ -96,11 +97,11 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """The jitted step; batch {'image': [B, R, R, 3] in [-1, 1], 'label': [B]} split over
     devices along B (``BATCH_SPEC``)."""
-    validate_train_config(config, mesh)
+    validate_train_config(config, mesh.devices.size)
     train, d = config.train, config.diffusion
-    unet = dmodel.build_unet(config)
-    param = dmodel.parameterization(config)
-    schedule = dmodel.train_schedule(config)
+    unet = diffusion_model.build_unet(config)
+    parameterization = diffusion_model.parameterization(config)
+    schedule = diffusion_model.train_schedule(config)
     tx, lr = optimizer(train), learning_rate(train)
     batch_size = train.batch_size
 
@@ -117,11 +118,13 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
 
     def per_device(params, images, labels, i, weights, noise, dropout_keys):
         def loss_fn(p):
-            terms = training_losses(apply_fn(p, labels, dropout_keys), param, schedule, images,
-                                    i, noise, d.loss_type, d.hybrid_lambda)
+            terms = training_losses(apply_fn(p, labels, dropout_keys), parameterization,
+                                    schedule, images, i, noise, d.loss_type, d.hybrid_lambda)
             return jnp.mean(terms["loss"] * weights), terms
 
-        grads, terms = jax.grad(loss_fn, has_aux=True)(params)
+        # This device's gradient (params cast to device-varying), then the explicit mean.
+        grads, terms = jax.grad(loss_fn, has_aux=True)(
+            jax.lax.pcast(params, DATA_AXES, to="varying"))
         metrics = {k: jnp.mean(v) for k, v in terms.items()}
         return (jax.lax.pmean(grads, DATA_AXES), jax.lax.pmean(metrics, DATA_AXES),
                 terms["vb"])
@@ -129,7 +132,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
     sharded = jax.shard_map(
         per_device, mesh=mesh,
         in_specs=(PartitionSpec(),) + (BATCH_SPEC,) * 6,
-        out_specs=(PartitionSpec(), PartitionSpec(), BATCH_SPEC), check_vma=False)
+        out_specs=(PartitionSpec(), PartitionSpec(), BATCH_SPEC))
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         images, labels = batch["image"], batch["label"]
@@ -141,7 +144,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
             weights = jnp.ones((batch_size,), jnp.float32)
         noise = jax.random.normal(k_n, images.shape, jnp.float32)
         if d.label_drop_prob:
-            labels = drop_labels(k_y, labels, d.label_drop_prob, dmodel.null_label(config))
+            labels = drop_labels(k_y, labels, d.label_drop_prob, diffusion_model.null_label(config))
         dropout_keys = jax.random.split(k_d, batch_size)
         grads, metrics, vb = sharded(state.params, images, labels, i, weights, noise,
                                      dropout_keys)

@@ -268,7 +268,8 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, build: ModelEvalBu
     checkpoint as it appears, on ``mesh`` (default: every device); process 0 writes the
     results. Returns them."""
     mesh = mesh or sharding.make_mesh()
-    sharding.check_batch_divisible(config.eval.batch_size, mesh, "config.eval.batch_size")
+    sharding.check_batch_divisible(config.eval.batch_size, mesh.devices.size,
+                                   "config.eval.batch_size")
     model = build(config, mesh)
     steps = [] if untrained else checkpoint.steps_to_evaluate(
         workdir, step=step, latest_only=latest, poll_seconds=poll_seconds,

@@ -46,9 +46,9 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, BATCH_SPEC)
 
 
-def check_batch_divisible(batch_size: int, mesh: Mesh, field: str) -> None:
+def check_batch_divisible(batch_size: int, num_devices: int, field: str) -> None:
     """Fail with the config field's name when a global batch does not split over the devices."""
-    n = mesh.devices.size
+    n = num_devices
     if batch_size % n:
         raise ValueError(f"{field}={batch_size} is not divisible by the number of devices ({n}); "
                          f"use a multiple of {n}.")

@@ -145,7 +145,7 @@ def abstract_programs(config: ml_collections.ConfigDict, mesh: Any, eval_batch: 
     train, res = config.train, config.model.resolution
     z_eval = jax.ShapeDtypeStruct((eval_batch,), jnp.int32, sharding=split)
     if model_kind(config) == "biggan":
-        from biggan import models
+        from biggan import model as biggan_model
         from biggan import train_step as ts
         state = _with_sharding(jax.eval_shape(lambda: ts.create_train_state(config, mesh)), rep)
         lead = (train.num_d_steps, train.grad_accum, train.batch_size // train.grad_accum)
@@ -154,17 +154,18 @@ def abstract_programs(config: ml_collections.ConfigDict, mesh: Any, eval_batch: 
                  "label": jax.ShapeDtypeStruct(lead, jnp.int32, sharding=upd)}
         z = jax.ShapeDtypeStruct((eval_batch, config.model.z_dim), jnp.float32, sharding=split)
         sample = (ts.generate_ema(config), (state.ema_params, state.g_state, z, z_eval))
-        params = models.count_params(state.g_params) + models.count_params(state.d_params)
+        params = (biggan_model.count_params(state.g_params)
+                  + biggan_model.count_params(state.d_params))
     else:
-        from biggan.models import count_params
-        from diffusion import model as dmodel
+        from biggan.model import count_params
+        from diffusion import model as diffusion_model
         from diffusion import train_step as dtrain
         state = _with_sharding(jax.eval_shape(lambda: dtrain.create_train_state(config, mesh)),
                                rep)
         batch = {"image": jax.ShapeDtypeStruct((train.batch_size, res, res, 3), jnp.float32,
                                                sharding=split),
                  "label": jax.ShapeDtypeStruct((train.batch_size,), jnp.int32, sharding=split)}
-        unet = dmodel.build_unet(config)
+        unet = diffusion_model.build_unet(config)
         x = jax.ShapeDtypeStruct((eval_batch, res, res, 3), jnp.float32, sharding=split)
         t = jax.ShapeDtypeStruct((eval_batch,), jnp.float32, sharding=split)
         y = z_eval if config.model.num_classes else None

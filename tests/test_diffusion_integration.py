@@ -13,8 +13,7 @@ from diffusion.losses import (
     training_losses,
     update_loss_history,
 )
-from diffusion.reverse import Parameterization
-from diffusion.sampling import sample
+from diffusion.reverse import Parameterization, sample
 from diffusion.schedules import get_betas, make_schedule, respace, spaced_timesteps
 from diffusion.unet import UNet
 from gencore.sample_keys import example_keys
@@ -27,7 +26,7 @@ def test_tiny_conditional_model_trains_samples_and_scores() -> None:
                  num_heads=2, learn_sigma=True, num_classes=CLASSES, null_class=True,
                  scale_shift_norm=True)
     s = make_schedule("cosine", NUM_STEPS)
-    param = Parameterization("eps", "learned_range")
+    parameterization = Parameterization("eps", "learned_range")
     x0 = jnp.round(jax.random.uniform(jax.random.key(0), (4, 8, 8, 3)) * 255) / 127.5 - 1
     y = jnp.array([0, 1, 2, 0])
     # The "rbg" generator compiles much faster than threefry for the many parameter inits.
@@ -45,7 +44,7 @@ def test_tiny_conditional_model_trains_samples_and_scores() -> None:
             def fn(x, t):
                 return model.apply({"params": p}, x, t, labels, train=True, rngs={"dropout": k_d})
 
-            terms = training_losses(fn, param, s, x0, i, noise, "hybrid")
+            terms = training_losses(fn, parameterization, s, x0, i, noise, "hybrid")
             return jnp.mean(terms["loss"] * weights), terms
 
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -71,9 +70,9 @@ def test_tiny_conditional_model_trains_samples_and_scores() -> None:
     def sample_and_score(p, key):
         guided = guided_model_fn(lambda x, t, lab: apply(p, x, t, lab), y, 2.0, CLASSES)
         keys = example_keys(key, jnp.arange(len(x0)))
-        ddim = sample(guided, param, strided, keys, x0.shape, method="ddim")
-        anc = sample(guided, param, strided, keys, x0.shape)
-        bpd = bits_per_dim(lambda x, t: apply(p, x, t, y), param, s, x0, key)
+        ddim = sample(guided, parameterization, strided, keys, x0.shape, method="ddim")
+        anc = sample(guided, parameterization, strided, keys, x0.shape)
+        bpd = bits_per_dim(lambda x, t: apply(p, x, t, y), parameterization, s, x0, key)
         return ddim, anc, bpd["total"]
 
     ddim, anc, bpd = sample_and_score(params, jax.random.key(5))

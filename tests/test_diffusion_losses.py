@@ -81,8 +81,8 @@ def test_vlb_of_true_eps_model_on_one_point_dataset(var_type: str) -> None:
     around x0 with mean x0, and L_T = KL(N(sqrt(abar_T) x0, 1 - abar_T) || N(0, 1))."""
     s = make_schedule("linear", 1000)
     x0 = one_point_data()
-    param = Parameterization("eps", var_type)
-    res = jax.jit(lambda k: bits_per_dim(exact_eps_fn(s, x0, 0.0), param, s, x0, k))(
+    parameterization = Parameterization("eps", var_type)
+    res = jax.jit(lambda k: bits_per_dim(exact_eps_fn(s, x0, 0.0), parameterization, s, x0, k))(
         jax.random.key(0))
     x0n = np.asarray(x0, np.float64)
     abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
@@ -107,36 +107,37 @@ def test_vlb_of_true_eps_model_on_one_point_dataset(var_type: str) -> None:
 def test_l_simple_is_zero_for_the_exact_prediction(mean_type: str) -> None:
     s = make_schedule("cosine", 100)
     x0 = one_point_data()
-    param = Parameterization(mean_type, "fixedlarge")
+    parameterization = Parameterization(mean_type, "fixedlarge")
     i = jnp.array([37])
     noise = jax.random.normal(jax.random.key(0), x0.shape)
     exact = {"eps": noise, "x0": x0, "v": v_target(s, x0, i, noise)}[mean_type]
-    terms = training_losses(lambda x, t: exact, param, s, x0, i, noise)
+    terms = training_losses(lambda x, t: exact, parameterization, s, x0, i, noise)
     assert float(terms["loss"][0]) == pytest.approx(0.0, abs=1e-10)
-    wrong = training_losses(lambda x, t: exact + 0.1, param, s, x0, i, noise)
+    wrong = training_losses(lambda x, t: exact + 0.1, parameterization, s, x0, i, noise)
     assert float(wrong["loss"][0]) == pytest.approx(0.01, rel=1e-4)
 
 
 def test_hybrid_loss_stops_the_vlb_gradient_at_the_mean() -> None:
     s = make_schedule("cosine", 400)
     x0 = one_point_data()
-    param = Parameterization("eps", "learned_range")
+    parameterization = Parameterization("eps", "learned_range")
     i = jnp.array([120])
     noise = jax.random.normal(jax.random.key(0), x0.shape)
     out0 = jax.random.normal(jax.random.key(1), x0.shape[:-1] + (6,)) * 0.5
 
     def term(out: jnp.ndarray, name: str) -> jnp.ndarray:
-        return training_losses(lambda x, t: out, param, s, x0, i, noise, "hybrid")[name][0]
+        terms = training_losses(lambda x, t: out, parameterization, s, x0, i, noise, "hybrid")
+        return terms[name][0]
 
     g_vb, g_mse = jax.grad(term)(out0, "vb"), jax.grad(term)(out0, "mse")
     assert float(jnp.abs(g_vb[..., :3]).max()) == 0.0  # no VLB gradient into the mean
     assert float(jnp.abs(g_vb[..., 3:]).max()) > 0.0  # the variance learns from L_vlb only
     assert float(jnp.abs(g_mse[..., 3:]).max()) == 0.0
-    terms = training_losses(lambda x, t: out0, param, s, x0, i, noise, "hybrid")
+    terms = training_losses(lambda x, t: out0, parameterization, s, x0, i, noise, "hybrid")
     x_t = s.q_sample(x0, i, noise)
-    vb, _ = vb_terms_bpd(param, s, out0, x0, x_t, i)
+    vb, _ = vb_terms_bpd(parameterization, s, out0, x0, x_t, i)
     assert float(terms["vb"][0]) == pytest.approx(0.001 * 400 * float(vb[0]), rel=1e-5)
-    g_vlb = jax.grad(lambda o: training_losses(lambda x, t: o, param, s, x0, i, noise,
+    g_vlb = jax.grad(lambda o: training_losses(lambda x, t: o, parameterization, s, x0, i, noise,
                                                "vlb")["loss"][0])(out0)
     assert float(jnp.abs(g_vlb[..., :3]).max()) > 0.0  # pure L_vlb trains the mean too
 

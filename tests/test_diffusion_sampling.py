@@ -7,8 +7,7 @@ import pytest
 from test_diffusion_losses import exact_eps_fn
 
 from diffusion.guidance import drop_labels, guided_model_fn
-from diffusion.reverse import Parameterization
-from diffusion.sampling import sample
+from diffusion.reverse import Parameterization, sample
 from diffusion.schedules import get_betas, make_schedule, respace, spaced_timesteps
 from gencore.sample_keys import example_keys
 
@@ -17,8 +16,8 @@ SHAPE = (256, 4, 4, 1)
 FULL = make_schedule("linear", 1000)
 
 
-def run(param: Parameterization, schedule, key, extra=None, **kw) -> np.ndarray:
-    fn = jax.jit(lambda k: sample(exact_eps_fn(FULL, MEAN, STD, extra), param, schedule,
+def run(parameterization: Parameterization, schedule, key, extra=None, **kw) -> np.ndarray:
+    fn = jax.jit(lambda k: sample(exact_eps_fn(FULL, MEAN, STD, extra), parameterization, schedule,
                                   example_keys(k, jnp.arange(SHAPE[0])),
                                   SHAPE, clip_denoised=False, **kw))
     return np.asarray(fn(key))
@@ -35,16 +34,17 @@ def test_ancestral_sampling_recovers_the_data_distribution(var_type: str) -> Non
 
 
 def test_ddim_eta0_is_deterministic_and_recovers_the_data() -> None:
-    param = Parameterization()
+    parameterization = Parameterization()
     x_T = jax.random.normal(jax.random.key(9), SHAPE)
     strided = respace(get_betas("linear", 1000), spaced_timesteps(1000, 50))
-    a = run(param, strided, jax.random.key(0), method="ddim", eta=0.0, x_T=x_T)
-    b = run(param, strided, jax.random.key(1), method="ddim", eta=0.0, x_T=x_T)
+    a = run(parameterization, strided, jax.random.key(0), method="ddim", eta=0.0, x_T=x_T)
+    b = run(parameterization, strided, jax.random.key(1), method="ddim", eta=0.0, x_T=x_T)
     np.testing.assert_array_equal(a, b)
-    c = run(param, strided, jax.random.key(1), method="ddim", eta=0.5, x_T=x_T)
+    c = run(parameterization, strided, jax.random.key(1), method="ddim", eta=0.5, x_T=x_T)
     assert not np.allclose(a, c, atol=1e-3)  # eta > 0 injects noise
     # The deterministic ODE sampler reaches the data distribution as the steps get small.
-    assert_data_moments(run(param, FULL, jax.random.key(0), method="ddim", eta=0.0, x_T=x_T))
+    assert_data_moments(run(parameterization, FULL, jax.random.key(0), method="ddim", eta=0.0,
+                            x_T=x_T))
 
 
 def test_ddim_eta1_with_all_steps_is_ancestral_sampling() -> None:
@@ -60,9 +60,9 @@ def test_ddim_eta1_with_all_steps_is_ancestral_sampling() -> None:
 
 def test_strided_sampling_with_the_full_sequence_equals_unstrided() -> None:
     s = respace(get_betas("linear", 1000), np.arange(1000))
-    param = Parameterization("eps", "fixedlarge")
-    np.testing.assert_allclose(run(param, s, jax.random.key(3)),
-                               run(param, FULL, jax.random.key(3)), atol=1e-5)
+    parameterization = Parameterization("eps", "fixedlarge")
+    np.testing.assert_allclose(run(parameterization, s, jax.random.key(3)),
+                               run(parameterization, FULL, jax.random.key(3)), atol=1e-5)
 
 
 def test_strided_ancestral_with_learned_variance() -> None:
@@ -101,11 +101,11 @@ def test_label_dropout_rate() -> None:
 
 @pytest.mark.parametrize("method", ["ancestral", "ddim"])
 def test_a_sample_depends_only_on_its_own_key(method: str) -> None:
-    param = Parameterization("eps", "fixedsmall")
+    parameterization = Parameterization("eps", "fixedsmall")
     strided = respace(get_betas("linear", 1000), spaced_timesteps(1000, 10))
     keys = example_keys(jax.random.key(3), jnp.arange(6))
     model_fn = exact_eps_fn(FULL, MEAN, STD, None)
-    run = jax.jit(lambda k: sample(model_fn, param, strided, k, (len(k), 4, 4, 1),
+    run = jax.jit(lambda k: sample(model_fn, parameterization, strided, k, (len(k), 4, 4, 1),
                                    method=method, eta=1.0))
     whole = np.asarray(run(keys))
     np.testing.assert_allclose(np.asarray(run(keys[2:5])), whole[2:5], atol=1e-6)

@@ -13,7 +13,8 @@ import pytest
 from jax.sharding import NamedSharding
 from test_biggan_train import random_batch, tiny_config
 
-from biggan import interventions, losses, memorization, models, train_step
+from biggan import interventions, losses, memorization, train_step
+from biggan import model as biggan_model
 from biggan.biggan import ProjectionHead
 from biggan.layers import SPECTRAL
 from gencore import data, sharding
@@ -85,7 +86,8 @@ def test_dropout_changes_d_output_in_training_mode_only_when_enabled():
     np.testing.assert_array_equal(logits(0.0, True, 1), logits(0.0, True, 2))
     assert np.abs(logits(0.5, True) - logits(0.0, True)).max() > 1e-3
     assert np.abs(logits(0.5, True, 1) - logits(0.5, True, 2)).max() > 1e-3
-    assert models.build_discriminator(tiny_config().model, dropout_rate=0.3).dropout_rate == 0.3
+    D = biggan_model.build_discriminator(tiny_config().model, dropout_rate=0.3)
+    assert D.dropout_rate == 0.3
 
 
 def test_freezing_leaves_params_and_optimizer_state_unchanged_from_its_step():

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from biggan import convert_pretrained, models, pretrained, sample
+from biggan import convert_pretrained, pretrained, sample
+from biggan import model as biggan_model
 
 LAYERS_128 = [(False, 16, 16), (True, 16, 16), (False, 16, 16), (True, 16, 8), (False, 8, 8),
               (True, 8, 4), (False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1)]
@@ -128,10 +129,10 @@ def test_flax_spectral_norm_reproduces_the_files_sigma(consistent):
     eval W / (u . W v); the eps under Flax's square roots alone would miss it by ~1e-4."""
     sd = synthetic_state_dict(seed=1, consistent_sn=consistent)
     cfg, variables, _ = convert_pretrained.convert_state_dict(sd)
-    z, y, _ = models.example_inputs(cfg, batch=2)
+    z, y, _ = biggan_model.example_inputs(cfg, batch=2)
     g_vars = {"params": variables["params"], "spectral": variables["spectral"],
               "batch_stats": pretrained.batch_stats_for_truncation(variables["bn_tables"], 0.5)}
-    _, updated = models.build_generator(cfg).apply(g_vars, z, y, train=True,
+    _, updated = biggan_model.build_generator(cfg).apply(g_vars, z, y, train=True,
                                                    mutable=["spectral", "batch_stats"])
     leaves = jax.tree_util.tree_flatten_with_path(updated["spectral"])[0]
     checked = 0
@@ -269,7 +270,7 @@ def test_sampling_skips_the_power_iteration_without_changing_images(consistent):
     labels = np.array([1, 4])
     g_vars = {"params": variables["params"], "spectral": variables["spectral"],
               "batch_stats": pretrained.batch_stats_for_truncation(variables["bn_tables"], 0.5)}
-    want = models.build_generator(cfg).apply(g_vars, z, labels, train=False)
+    want = biggan_model.build_generator(cfg).apply(g_vars, z, labels, train=False)
     got = generator(z, labels, 0.5)
     assert np.abs(want).max() > 0.1
     np.testing.assert_allclose(got, want, atol=1e-5)

@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from biggan import models, standing_stats
+from biggan import model as biggan_model
+from biggan import standing_stats
 from biggan.latents import sample_latents
 from configs.biggan.digits import get_config
 from gencore.sharding import batch_sharded, make_mesh
@@ -14,7 +15,7 @@ from gencore.sharding import batch_sharded, make_mesh
 def tiny():
     cfg = get_config().model
     cfg.update(g_ch=4, z_dim=48, shared_dim=8)
-    g_vars, _ = models.init_variables(cfg, jax.random.key(0))
+    g_vars, _ = biggan_model.init_variables(cfg, jax.random.key(0))
     params = g_vars["params"]
     g_state = {k: v for k, v in g_vars.items() if k != "params"}
     return cfg, params, g_state

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from biggan import models
+from biggan import model as biggan_model
+from biggan import train_step
 from biggan.layers import SPECTRAL, BatchNormSettings, ConditionalBatchNorm, SelfAttention
 from gencore import sharding
 from gencore.config_util import config_variants, load_config
@@ -40,7 +41,7 @@ REFERENCE_COUNTS = {
 @pytest.mark.parametrize("name", sorted(REFERENCE_COUNTS))
 def test_parameter_counts_equal_reference(name):
     g_ref, d_ref = REFERENCE_COUNTS[name]
-    counts = models.parameter_counts(load_config(f"{CONFIGS}/{name}").model)
+    counts = biggan_model.parameter_counts(load_config(f"{CONFIGS}/{name}").model)
     assert counts["G_params"] == g_ref
     if d_ref is not None:
         assert counts["D_params"] == d_ref
@@ -49,7 +50,7 @@ def test_parameter_counts_equal_reference(name):
 @pytest.mark.parametrize("row", range(1, 10))
 def test_table1_param_millions_within_0_05_of_paper(row):
     config = load_config(f"{CONFIGS}/imagenet128.py:row{row}")
-    c = models.parameter_counts(config.model)
+    c = biggan_model.parameter_counts(config.model)
     # Table 1's Param (M) counts G + D without G's shared embedding (1000 x 128 = 128,000).
     total = (c["G_params"] + c["D_params"] - c["G_shared_embedding_params"]) / 1e6
     assert abs(total - config.paper.params_M) <= 0.05
@@ -62,21 +63,20 @@ def test_biggan256_discriminator_attention_placement():
     config = load_config(f"{CONFIGS}/imagenet256.py:biggan")
     assert config.model.d_attn_res == 64
     attention = {64: 192 * 24 * 2 + 192 * 96 * 2 + 1, 128: 96 * 12 * 2 + 96 * 48 * 2 + 1}
-    assert models.parameter_counts(config.model)["D_params"] == (
+    assert biggan_model.parameter_counts(config.model)["D_params"] == (
         99_191_330 - attention[128] + attention[64])
     config.model.d_attn_res = 128
-    assert models.parameter_counts(config.model)["D_params"] == 99_191_330
+    assert biggan_model.parameter_counts(config.model)["D_params"] == 99_191_330
 
 
 @pytest.mark.parametrize("name", config_variants(CONFIGS))
 def test_every_config_shapes(name):
     cfg = load_config(name).model
-    z, y, x = models.example_inputs(cfg, batch=3)
-    g_vars, d_vars = jax.eval_shape(lambda: models.init_variables(cfg, jax.random.key(0)))
-    images = jax.eval_shape(lambda v: models.build_generator(cfg).apply(v, z, y, train=False),
-                            g_vars)
-    logits = jax.eval_shape(lambda v: models.build_discriminator(cfg).apply(v, x, y, train=False),
-                            d_vars)
+    z, y, x = biggan_model.example_inputs(cfg, batch=3)
+    g_vars, d_vars = jax.eval_shape(lambda: biggan_model.init_variables(cfg, jax.random.key(0)))
+    G, D = biggan_model.build_generator(cfg), biggan_model.build_discriminator(cfg)
+    images = jax.eval_shape(lambda v: G.apply(v, z, y, train=False), g_vars)
+    logits = jax.eval_shape(lambda v: D.apply(v, x, y, train=False), d_vars)
     r = cfg.resolution
     assert images.shape == (3, r, r, 3) and images.dtype == jnp.float32
     assert logits.shape == (3,)
@@ -85,7 +85,7 @@ def test_every_config_shapes(name):
 
 
 def init(cfg):
-    return jax.jit(lambda key: models.init_variables(cfg, key))(jax.random.key(0))
+    return jax.jit(lambda key: biggan_model.init_variables(cfg, key))(jax.random.key(0))
 
 
 def small_model(name: str, resolution: int, **overrides):
@@ -111,7 +111,7 @@ def test_forward_ranges_and_determinism(name, resolution):
     g_vars, d_vars = init(cfg)
     z = jax.random.normal(jax.random.key(1), (4, cfg.z_dim))
     y = jnp.array([0, 1, 2, 4])
-    G, D = models.build_generator(cfg), models.build_discriminator(cfg)
+    G, D = biggan_model.build_generator(cfg), biggan_model.build_discriminator(cfg)
     generate = jax.jit(lambda v, z, y: G.apply(v, z, y, train=False))
     images = generate(g_vars, z, y)
     assert images.shape == (4, resolution, resolution, 3)
@@ -124,7 +124,7 @@ def test_forward_ranges_and_determinism(name, resolution):
 def test_generator_conditioning_changes_output():
     cfg = small_model("biggan", 32)
     g_vars, _ = init(cfg)
-    G = models.build_generator(cfg)
+    G = biggan_model.build_generator(cfg)
     z = jax.random.normal(jax.random.key(1), (2, cfg.z_dim))
     generate = jax.jit(lambda v, z, y: G.apply(v, z, y, train=False))
     a = generate(g_vars, z, jnp.array([0, 0]))
@@ -133,14 +133,14 @@ def test_generator_conditioning_changes_output():
 
 
 def sharded_forward(cfg, g_vars, z, y, mesh):
-    G = models.build_generator(cfg, axis_name=sharding.BN_AXIS)
+    G = biggan_model.build_generator(cfg, axis_name=sharding.BN_AXIS)
 
     def forward(variables, z, y):
-        return G.apply(variables, z, y, train=True, mutable=["batch_stats", SPECTRAL])
+        images, state = G.apply(variables, z, y, train=True, mutable=["batch_stats", SPECTRAL])
+        return images, train_step.group_mean_batch_stats(state)
 
     spec = sharding.BATCH_SPEC
-    f = jax.shard_map(forward, mesh=mesh, in_specs=(P(), spec, spec),
-                      out_specs=(spec, P()), check_vma=False)
+    f = jax.shard_map(forward, mesh=mesh, in_specs=(P(), spec, spec), out_specs=(spec, P()))
     return jax.jit(f)(g_vars, z, y)
 
 
@@ -149,7 +149,7 @@ def test_cross_replica_batchnorm_matches_single_device():
     g_vars, _ = init(cfg)
     z = jax.random.normal(jax.random.key(1), (16, cfg.z_dim))
     y = jnp.arange(16) % 5
-    G = models.build_generator(cfg)
+    G = biggan_model.build_generator(cfg)
     full, full_state = jax.jit(lambda v, z, y: G.apply(
         v, z, y, train=True, mutable=["batch_stats", SPECTRAL]))(g_vars, z, y)
     assert len(jax.devices()) == 8
@@ -160,6 +160,28 @@ def test_cross_replica_batchnorm_matches_single_device():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
     per_device, _ = sharded_forward(cfg, g_vars, z, y, sharding.make_mesh(bn_group_size=1))
     assert float(jnp.abs(per_device - full).max()) > 1e-3
+
+
+def test_running_statistics_of_bn_groups_are_their_mean_on_every_device():
+    """With BN groups of 2 on 8 devices, G's running statistics leave the step as the mean of
+    the four groups' (each the 1-device forward of its 4 examples), the same on every device."""
+    cfg = small_model("biggan", 32)
+    g_vars, _ = init(cfg)
+    z = jax.random.normal(jax.random.key(1), (8, cfg.z_dim))
+    y = jnp.arange(8) % 5
+    G = biggan_model.build_generator(cfg)
+    one = jax.jit(lambda v, z, y: G.apply(v, z, y, train=True,
+                                          mutable=["batch_stats", SPECTRAL])[1]["batch_stats"])
+    groups = [one(g_vars, z[i:i + 2], y[i:i + 2]) for i in range(0, 8, 2)]
+    expected = jax.tree_util.tree_map(lambda *s: sum(s) / len(s), *groups)
+    _, state = sharded_forward(cfg, g_vars, z, y, sharding.make_mesh(bn_group_size=2))
+    for got, want, group0 in zip(jax.tree_util.tree_leaves(state["batch_stats"]),
+                                 jax.tree_util.tree_leaves(expected),
+                                 jax.tree_util.tree_leaves(groups[0]), strict=True):
+        shards = [np.asarray(s.data) for s in got.addressable_shards]
+        assert all(np.array_equal(s, shards[0]) for s in shards)
+        np.testing.assert_allclose(shards[0], np.asarray(want), atol=1e-5)
+        assert not np.allclose(np.asarray(group0), np.asarray(want), atol=1e-5)
 
 
 def test_bn_group_size_must_divide_device_count():
@@ -173,7 +195,7 @@ def test_spectral_norm_state():
     weight's top singular value approaches 1 as power iterations accumulate."""
     cfg = small_model("biggan", 32)
     _, d_vars = init(cfg)
-    D = models.build_discriminator(cfg)
+    D = biggan_model.build_discriminator(cfg)
     x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
     y = jnp.array([0, 1])
     assert not any("/u" in "/".join(map(str, k)) for k, _ in
@@ -241,19 +263,19 @@ def test_bad_model_config_names_field(field, value, message):
     config = load_config(f"{CONFIGS}/imagenet128.py:row8")
     config.model[field] = value
     with pytest.raises(ValueError, match=message):
-        models.parameter_counts(config.model)
+        biggan_model.parameter_counts(config.model)
 
 
 def test_biggan_deep_has_no_16px_layout():
     with pytest.raises(ValueError, match=r"resolution=16 .*\[32, 64, 128, 256, 512\].*biggan_deep"):
-        models.build_discriminator(small_model("biggan_deep", 16))
+        biggan_model.build_discriminator(small_model("biggan_deep", 16))
 
 
 def test_hier_requires_shared_embedding():
     config = load_config(f"{CONFIGS}/imagenet128.py:row1")
     config.model.update(hier=True, z_dim=120)
     with pytest.raises(ValueError, match="shared_dim"):
-        models.build_generator(config.model)
+        biggan_model.build_generator(config.model)
 
 
 def test_unknown_row_lists_valid_ones():
