@@ -15,10 +15,11 @@ their models' memory at once (the 128 px settings' default batch is sized for th
 
 Standard output: one JSON line per measurement (setting, side, device, precision, round,
 batch, s/step min / median, images/s) and one per round with the ratio ours / reference of
-images/s. The two sides' parameter counts must agree; when they do not, the setting's line
-says so, the setting is skipped and the exit status is 1. --smoke runs each setting at its
-tiny batch and width, one round of one iteration. --dry-run prints the two commands of every
-setting as JSON lines and runs nothing.
+images/s and both sides' parameter counts. The counts must agree, or differ by exactly the
+setting's known difference (`step_settings.Setting.extra_params`, whose reason the ratio lines
+then carry); otherwise the setting's line says so, the setting is skipped and the exit status
+is 1. --smoke runs each setting at its tiny batch and width, one round of one iteration.
+--dry-run prints the two commands of every setting as JSON lines and runs nothing.
 """
 
 import argparse
@@ -69,7 +70,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def commands(name: str, args: argparse.Namespace) -> dict[str, dict]:
-    """{'ours' | 'reference': {'argv': [...], 'env': {changed variables}}} of one setting."""
+    """{'ours' | 'reference': {'argv': [...], 'env': {changed variables}}, 'batch': B,
+    'extra_params': ours minus the reference's parameters at this width} of one setting."""
     setting = SETTINGS[name]
     batch = args.batch.get(name) or (setting.smoke_batch if args.smoke else setting.batch)
     width = setting.smoke_width if args.smoke else setting.width
@@ -91,6 +93,7 @@ def commands(name: str, args: argparse.Namespace) -> dict[str, dict]:
                                f"--threads={args.threads}", *shared],
                       "env": reference_env, "precision": reference_precision},
         "batch": batch,
+        "extra_params": setting.smoke_extra_params if args.smoke else setting.extra_params,
     }
 
 
@@ -133,10 +136,14 @@ def run_setting(name: str, args: argparse.Namespace) -> bool:
         for side in ("ours", "reference"):
             sides[side] = Side(plan[side]["argv"], plan[side]["env"])
         params = {side: sides[side].ready["params"] for side in sides}
-        if params["ours"] != params["reference"]:
-            emit({**base, "error": f"parameter counts differ: ours {params['ours']}, "
-                                   f"reference {params['reference']}"})
+        if params["ours"] - params["reference"] != plan["extra_params"]:
+            emit({**base, "error": f"parameter counts: ours {params['ours']}, reference "
+                                   f"{params['reference']}; expected ours - reference = "
+                                   f"{plan['extra_params']}"})
             return False
+        reason = SETTINGS[name].extra_params_reason
+        counts = {"params_ours": params["ours"], "params_reference": params["reference"],
+                  **({"extra_params_reason": reason} if plan["extra_params"] else {})}
         for round_index in range(args.rounds):
             rates = {}
             for side, process in sides.items():
@@ -150,7 +157,8 @@ def run_setting(name: str, args: argparse.Namespace) -> bool:
                       "s_per_step_median": round(median, 5),
                       "images_per_s": round(rates[side], 3)})
             emit({**base, "round": round_index, "precision": args.precision,
-                  "ratio_ours_over_reference": round(rates["ours"] / rates["reference"], 4)})
+                  "ratio_ours_over_reference": round(rates["ours"] / rates["reference"], 4),
+                  **counts})
         return True
     except RuntimeError as error:
         emit({**base, "error": str(error)})

@@ -29,6 +29,9 @@ class Setting:
     batch: the per-device batch of the paper's setting (BigGAN: per D/G update).
     width: the channel width of the setting (BigGAN: G and D ch; U-Net: ch).
     smoke_batch, smoke_width: the tiny setting of ``--smoke``.
+    extra_params, smoke_extra_params: how many parameters ours has beyond the reference's at
+      ``width`` and ``smoke_width``, a known difference of the two layouts that
+      ``extra_params_reason`` states; side_by_side.py fails on any other difference.
     """
 
     family: str
@@ -37,6 +40,9 @@ class Setting:
     width: int
     smoke_batch: int
     smoke_width: int
+    extra_params: int = 0
+    smoke_extra_params: int = 0
+    extra_params_reason: str = ""
 
 
 SETTINGS = {
@@ -48,7 +54,14 @@ SETTINGS = {
                          batch=64, width=96, smoke_batch=2, smoke_width=16),
     # BigGAN-deep 128 (ch 128), the same per-device batch.
     "biggan_deep128": Setting("biggan", "configs/biggan/imagenet128.py:deep",
-                              batch=64, width=128, smoke_batch=2, smoke_width=16),
+                              batch=64, width=128, smoke_batch=2, smoke_width=16,
+                              extra_params=144_125, smoke_extra_params=1_885,
+                              extra_params_reason=(
+                                  "G's output 3x3 conv holds ch output channels (kernel and "
+                                  "bias) of which it computes 3, as DeepMind's released "
+                                  "BigGAN-deep does (its weights load into ours), where "
+                                  "BigGAN-PyTorch's holds 3: (ch - 3) * (9 ch + 1) more "
+                                  "parameters, no more convolution work.")),
     # DDPM's CIFAR-10 U-Net (35,746,307 parameters), batch 128 (DDPM App. B).
     "ddpm_cifar10": Setting("diffusion", "configs/diffusion/ddpm_cifar10.py",
                             batch=128, width=128, smoke_batch=2, smoke_width=32),

@@ -61,13 +61,19 @@ def fake_side(params: int, images: int) -> list[str]:
     return [sys.executable, "-c", code]
 
 
+def fake_commands(ours_params: int, reference_params: int, extra_params: int = 0):
+    """A stand-in for side_by_side.commands: two fake sides (ours 4 images per step, the
+    reference 2) that report these parameter counts."""
+    return lambda name, args: {
+        "ours": {"argv": fake_side(ours_params, 4), "env": {}, "precision": "default"},
+        "reference": {"argv": fake_side(reference_params, 2), "env": {}, "precision": "default"},
+        "batch": 4, "extra_params": extra_params}
+
+
 def test_measurement_and_ratio_lines(monkeypatch, capsys):
     module = load_side_by_side()
     args = module.parse_args(["--settings=ddpm_cifar10", "--rounds=2", "--steps=2"])
-    monkeypatch.setattr(module, "commands", lambda name, args: {
-        "ours": {"argv": fake_side(7, 4), "env": {}, "precision": "default"},
-        "reference": {"argv": fake_side(7, 2), "env": {}, "precision": "default"},
-        "batch": 4})
+    monkeypatch.setattr(module, "commands", fake_commands(7, 7))
     assert module.run_setting("ddpm_cifar10", args)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 6
@@ -77,18 +83,56 @@ def test_measurement_and_ratio_lines(monkeypatch, capsys):
     assert [x.get("side") for x in lines[:3]] == ["ours", "reference", None]
     assert ratio["round"] == 0 and ratio["ratio_ours_over_reference"] == pytest.approx(
         lines[0]["images_per_s"] / lines[1]["images_per_s"], rel=1e-2)
+    assert ratio["params_ours"] == ratio["params_reference"] == 7
+    assert "extra_params_reason" not in ratio
 
 
 def test_parameter_count_mismatch_fails(monkeypatch, capsys):
     module = load_side_by_side()
     args = module.parse_args(["--settings=ddpm_cifar10"])
-    monkeypatch.setattr(module, "commands", lambda name, args: {
-        "ours": {"argv": fake_side(7, 4), "env": {}, "precision": "default"},
-        "reference": {"argv": fake_side(8, 4), "env": {}, "precision": "default"},
-        "batch": 4})
+    monkeypatch.setattr(module, "commands", fake_commands(7, 8))
     assert not module.run_setting("ddpm_cifar10", args)
     (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert line["error"] == "parameter counts differ: ours 7, reference 8"
+    assert line["error"] == "parameter counts: ours 7, reference 8; expected ours - reference = 0"
+
+
+@pytest.mark.parametrize("ours, reference, accepted", [(9, 7, True), (10, 7, False),
+                                                       (7, 7, False), (7, 9, False)])
+def test_known_parameter_difference_is_allowed_exactly(monkeypatch, capsys, ours, reference,
+                                                       accepted):
+    module = load_side_by_side()
+    args = module.parse_args(["--settings=biggan_deep128"])
+    monkeypatch.setattr(module, "commands", fake_commands(ours, reference, extra_params=2))
+    assert module.run_setting("biggan_deep128", args) == accepted
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    if accepted:
+        ratio = lines[-1]
+        assert (ratio["params_ours"], ratio["params_reference"]) == (9, 7)
+        assert ratio["extra_params_reason"] == module.SETTINGS["biggan_deep128"].extra_params_reason
+    else:
+        assert lines == [{"setting": "biggan_deep128", "device": "cpu", "batch": 4,
+                          "error": f"parameter counts: ours {ours}, reference {reference}; "
+                                   "expected ours - reference = 2"}]
+
+
+@pytest.mark.parametrize("smoke", [True, False])
+def test_biggan_deep_extra_params_are_our_output_conv_beyond_three_channels(smoke):
+    """The stated difference is what our conv_to_rgb (ch outputs) holds beyond a 3-output
+    3x3 conv with bias, BigGAN-PyTorch's output conv."""
+    import jax
+
+    from biggan import models
+    from gencore.config_util import load_config
+
+    module = load_side_by_side()
+    setting = module.SETTINGS["biggan_deep128"]
+    args = module.parse_args(["--settings=biggan_deep128", "--dry-run"] + ["--smoke"] * smoke)
+    ch = setting.smoke_width if smoke else setting.width
+    config = load_config(setting.our_config).model
+    config.update(g_ch=ch, d_ch=ch)
+    g_vars, _ = jax.eval_shape(lambda: models.init_variables(config, jax.random.key(0)))
+    to_rgb = models.count_params(g_vars["params"]["conv_to_rgb"])
+    assert module.commands("biggan_deep128", args)["extra_params"] == to_rgb - (9 * ch * 3 + 3)
 
 
 def test_gpu_check_is_valid_bash():
