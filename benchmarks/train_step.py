@@ -5,13 +5,16 @@ r"""Time BigGAN's train step and print one JSON line.
 
 Prints compile time, steady-state step time (median of --steps timed steps), real images/s
 (batch_size x num_d_steps per step, as BigGAN-PyTorch counts), the step's FLOPs from XLA's
-cost analysis, the achieved FLOP/s, and the FLOP/s of a large float32 matmul on the same
-devices for comparison. Runs on the default backend (CPU here) on one device unless
---devices says otherwise.
+cost analysis beside the analytic count of its convolutions and matrix products
+(`step_flops.biggan_step_flops`; `train_step_flops.py` says where they differ), the achieved
+FLOP/s, and the FLOP/s of a large float32 matmul on the same devices for comparison. Runs on
+the default backend (CPU here) on one device unless --devices says otherwise.
 """
 
 import json
+import os
 import statistics
+import sys
 import time
 
 import jax
@@ -21,8 +24,12 @@ from absl import app, flags
 from jax.sharding import NamedSharding
 from ml_collections import config_flags
 
-from biggan import train_step
-from gencore import sharding
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import step_flops  # noqa: E402
+
+from biggan import train_step  # noqa: E402
+from gencore import sharding  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/biggan/digits.py", "Config.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps after a warm-up step.")
@@ -80,7 +87,9 @@ def main(argv: list[str]) -> None:
         "compile_seconds": round(compile_seconds, 2), "step_seconds": round(step_seconds, 4),
         "step_seconds_all": [round(t, 4) for t in times],
         "real_images_per_second": round(images / step_seconds, 2),
-        "step_flops": flops, "achieved_flops_per_second": flops / step_seconds,
+        "step_flops": flops,
+        "analytic_step_flops": step_flops.biggan_step_flops(config)["step"]["train"],
+        "achieved_flops_per_second": flops / step_seconds,
         "matmul_flops_per_second": matmul,
         "fraction_of_matmul": round(flops / step_seconds / matmul, 3),
     }))

@@ -242,7 +242,8 @@ def optimizer_update(tx: optax.GradientTransformation, params: Any, opt_state: A
     the penalties)."""
     metrics = {}
     for name, penalize in penalties:
-        grads, metrics[name] = penalize(grads, params)
+        with jax.named_scope(name):   # names the penalty's ops in the HLO (profiles, FLOPs)
+            grads, metrics[name] = penalize(grads, params)
     updates, new_opt_state = tx.update(grads, opt_state, params)
     new_params = project(optax.apply_updates(params, updates))
     new_params, new_opt_state = interventions.unless_frozen(

@@ -1,0 +1,148 @@
+r"""Training-step FLOPs: the analytic count of `step_flops` against XLA's cost analysis.
+
+  PYTHONPATH=. python benchmarks/train_step_flops.py [--configs=biggan_digits,ddpm_cifar10]
+      [--batch=8]
+
+For each config, compiles the real train step (``biggan.train_step`` / ``diffusion.train_step``)
+on one device of the default backend, without running it, and prints one JSON line:
+
+- ``analytic``: the network convolutions and matrix products of one step, forward and
+  gradients (`step_flops` module docstring's rule), padding taps included;
+- ``xla``: ``compiled.cost_analysis()['flops']``, and ``ratio`` = xla / analytic;
+- ``reconciliation``: xla - analytic split into parts that sum to it exactly (FLOPs and as a
+  fraction of ``analytic``): convolution taps on padding, which XLA does not count
+  (``conv_padding_taps``, negative; on the CPU the kernel gradients of 3x3 convolutions are
+  per-tap GEMMs (``gencore.conv``), which count them); XLA's network products beyond the
+  analytic count in its convention, products XLA left without a name scope included
+  (``matmul_residual``); spectral norm (power
+  iteration, W / sigma); orthogonal regularization (Gram matrices, Eq. 3); BatchNorm / GroupNorm;
+  other elementwise work in the networks (activations, residual sums, biases, softmax,
+  up/down-sampling); the optimiser, EMA and loss; random numbers; and what the HLO parse of
+  `step_flops.xla_breakdown` does not reproduce (``not_parsed``).
+
+Batch: each config's own (``--batch`` overrides the 128 px ones: the count is linear in it but
+for the batch-independent weight work, so FLOPs per image are what to compare).
+"""
+
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import step_flops  # noqa: E402
+
+from gencore import sharding  # noqa: E402
+from gencore.config_util import load_config  # noqa: E402
+
+CONFIGS = {
+    "biggan_digits": ("configs/biggan/digits.py", None),
+    "biggan_cifar10": ("configs/biggan/cifar10.py", 64),
+    "biggan_cifar10_pytorch_reference": ("configs/biggan/cifar10.py:pytorch_reference", None),
+    "biggan128_row8": ("configs/biggan/imagenet128.py:row8", 8),
+    "biggan_deep128": ("configs/biggan/imagenet128.py:deep", 8),
+    "diffusion_digits": ("configs/diffusion/digits.py", None),
+    "ddpm_cifar10": ("configs/diffusion/ddpm_cifar10.py", 16),
+}
+_CONFIGS = flags.DEFINE_list("configs", list(CONFIGS), "Which of CONFIGS to compile.")
+_BATCH = flags.DEFINE_integer("batch", 0, "Batch for the configs with a reduced batch in "
+                              "CONFIGS (0: the one there); the others keep their own.")
+
+
+def compiled_biggan_step(config):
+    """The compiled BigGAN step on one device (state and batch as shapes only)."""
+    from biggan import train_step
+
+    mesh = sharding.make_mesh(jax.devices()[:1], config.model.bn_group_size)
+    train = config.train
+    shape = (train.num_d_steps, train.grad_accum, train.batch_size // train.grad_accum)
+    r = config.model.resolution
+    batch = {"image": jax.ShapeDtypeStruct((*shape, r, r, 3), jnp.float32),
+             "label": jax.ShapeDtypeStruct(shape, jnp.int32)}
+    state = jax.eval_shape(lambda: train_step.create_train_state(config, mesh))
+    return train_step.make_train_step(config, mesh).lower(state, batch).compile()
+
+
+def compiled_diffusion_step(config):
+    """The compiled diffusion step on one device (state and batch as shapes only)."""
+    from diffusion import train_step
+
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    b, r = config.train.batch_size, config.model.resolution
+    batch = {"image": jax.ShapeDtypeStruct((b, r, r, 3), jnp.float32),
+             "label": jax.ShapeDtypeStruct((b,), jnp.int32)}
+    state = jax.eval_shape(lambda: train_step.create_train_state(config, mesh))
+    return train_step.make_train_step(config, mesh).lower(state, batch).compile()
+
+
+def reconciliation(analytic: dict, xla: float, parts: dict[str, float]) -> dict[str, float]:
+    """xla - analytic['train'] as parts summing to it exactly (see module docstring)."""
+    get = lambda key: parts.get(key, 0.0)   # noqa: E731
+    out = {
+        "conv_padding_taps": analytic["train_xla_convention"] - analytic["train"],
+        "matmul_residual": get("network_matmuls") + get("other_matmuls")
+        - analytic["train_xla_convention"],
+        "spectral_norm": get("spectral_norm_matmuls") + get("spectral_norm_elementwise"),
+        "ortho_reg": get("ortho_reg_matmuls") + get("ortho_reg_elementwise"),
+        "normalisation": get("network_normalisation"),
+        "network_elementwise": get("network_elementwise"),
+        "optimizer_ema_loss": get("optimizer_ema_loss"),
+        "random_numbers": get("random_numbers"),
+    }
+    out["not_parsed"] = xla - sum(parts.values())
+    return out
+
+
+def measure(name: str, batch: int) -> dict:
+    """One config's JSON line (module docstring)."""
+    path, reduced = CONFIGS[name]
+    config = load_config(path)
+    if reduced:
+        config.train.batch_size = batch or reduced
+        config.train.grad_accum = 1
+    diffusion = path.startswith("configs/diffusion")
+    start = time.perf_counter()
+    counted = (step_flops.unet_step_flops(config) if diffusion
+               else step_flops.biggan_step_flops(config))
+    trace_s = time.perf_counter() - start
+    start = time.perf_counter()
+    compiled = (compiled_diffusion_step if diffusion else compiled_biggan_step)(config)
+    compile_s = time.perf_counter() - start
+    xla = float(compiled.cost_analysis()["flops"])
+    parts = step_flops.xla_breakdown(compiled.as_text())
+    analytic = counted["step"]
+    rec = reconciliation(analytic, xla, parts)
+    b = config.train.batch_size
+    images = b * (1 if diffusion else config.train.num_d_steps)
+    ratio = xla / analytic["train"]
+    return {
+        "config": name, "path": path, "backend": jax.default_backend(), "batch_size": b,
+        "num_d_steps": None if diffusion else config.train.num_d_steps,
+        "analytic": analytic["train"], "xla": xla, "ratio": round(ratio, 4),
+        "within_10pct": abs(ratio - 1) <= 0.1,
+        "analytic_per_real_image": analytic["train"] / images,
+        "xla_per_real_image": xla / images,
+        "analytic_forward": analytic["forward"],
+        "analytic_xla_convention": analytic["train_xla_convention"],
+        "matmul_ratio": round((parts.get("network_matmuls", 0.0) + parts.get("other_matmuls", 0.0))
+                              / analytic["train_xla_convention"], 4),
+        "reconciliation": rec,
+        "reconciliation_fraction": {k: round(v / analytic["train"], 4) for k, v in rec.items()},
+        **{k: v for k, v in counted.items() if k.endswith("per_image")},
+        "trace_s": round(trace_s, 1), "compile_s": round(compile_s, 1),
+    }
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    for name in _CONFIGS.value:
+        print(json.dumps(measure(name, _BATCH.value)), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
