@@ -254,13 +254,13 @@ def biggan_step_ops(config: ml_collections.ConfigDict) -> dict[str, list[MatmulO
     'd_step_g' (G forward making one D update's fakes), 'd_step_d' (D on fakes and reals with
     its weight gradient), 'g_step' (G then D, G's weight gradient); `biggan_step_flops` adds
     num_d_steps x the first two and the third."""
-    from biggan import models
+    from biggan import model as biggan_model
     from biggan.layers import SPECTRAL
 
     cfg, b = config.model, config.train.batch_size
-    g_vars, d_vars = jax.eval_shape(lambda k: models.init_variables(cfg, k),
+    g_vars, d_vars = jax.eval_shape(lambda k: biggan_model.init_variables(cfg, k),
                                     jax.random.PRNGKey(0))
-    G, D = models.build_generator(cfg), models.build_discriminator(cfg)
+    G, D = biggan_model.build_generator(cfg), biggan_model.build_discriminator(cfg)
     g_state = {k: v for k, v in g_vars.items() if k != "params"}
     d_state = {SPECTRAL: d_vars[SPECTRAL]}
     r = cfg.resolution
@@ -304,11 +304,11 @@ def biggan_step_flops(config: ml_collections.ConfigDict) -> dict:
 
 def unet_step_flops(config: ml_collections.ConfigDict) -> dict:
     """Analytic FLOPs of one diffusion step: the U-Net on the batch, forward + gradients."""
-    from diffusion import model as dmodel
+    from diffusion import model as diffusion_model
 
     b, r = config.train.batch_size, config.model.resolution
-    unet = dmodel.build_unet(config)
-    params = jax.eval_shape(lambda k: dmodel.init_params(config, k), jax.random.PRNGKey(0))
+    unet = diffusion_model.build_unet(config)
+    params = jax.eval_shape(lambda k: diffusion_model.init_params(config, k), jax.random.PRNGKey(0))
     x = jax.ShapeDtypeStruct((b, r, r, 3), jnp.float32)
     t = jax.ShapeDtypeStruct((b,), jnp.float32)
     y = jax.ShapeDtypeStruct((b,), jnp.int32) if config.model.num_classes else None

@@ -121,7 +121,7 @@ def test_biggan_deep_extra_params_are_our_output_conv_beyond_three_channels(smok
     3x3 conv with bias, BigGAN-PyTorch's output conv."""
     import jax
 
-    from biggan import models
+    from biggan import model as biggan_model
     from gencore.config_util import load_config
 
     module = load_side_by_side()
@@ -130,8 +130,8 @@ def test_biggan_deep_extra_params_are_our_output_conv_beyond_three_channels(smok
     ch = setting.smoke_width if smoke else setting.width
     config = load_config(setting.our_config).model
     config.update(g_ch=ch, d_ch=ch)
-    g_vars, _ = jax.eval_shape(lambda: models.init_variables(config, jax.random.key(0)))
-    to_rgb = models.count_params(g_vars["params"]["conv_to_rgb"])
+    g_vars, _ = jax.eval_shape(lambda: biggan_model.init_variables(config, jax.random.key(0)))
+    to_rgb = biggan_model.count_params(g_vars["params"]["conv_to_rgb"])
     assert module.commands("biggan_deep128", args)["extra_params"] == to_rgb - (9 * ch * 3 + 3)
 
 
