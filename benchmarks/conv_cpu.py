@@ -1,10 +1,11 @@
-r"""Time XLA's 3x3 / 1x1 'same' conv and its gradients against `gencore.conv`'s CPU versions.
+r"""Time XLA's 3x3 / 1x1 'same' conv and its gradients on the CPU under XLA's default options
+and under `gencore.conv.CPU_COMPILER_OPTIONS`, the ones the train steps compile with.
 
   python benchmarks/conv_cpu.py [--shapes=100x32x32x256,50x16x16x256] [--repeats=5]
 
-Prints one JSON line per shape: the best of --repeats seconds for each implementation of the
-forward (fwd_*), the input gradient (dx_*) and the kernel gradient (dw_*), plus the load
-average.
+Prints one JSON line per shape: the best of --repeats seconds of the forward (fwd_*), the
+input gradient (dx_*) and the kernel gradient (dw_*), each compiled with XLA's default options
+(*_default) and with the project's (*_project), plus the load average.
 """
 
 import json
@@ -24,8 +25,8 @@ _KERNEL = flags.DEFINE_integer("kernel", 3, "Kernel size: 3 or 1.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per implementation (best counts).")
 
 
-def best_seconds(fn, *args, repeats: int) -> float:
-    compiled = jax.jit(fn).lower(*args).compile()
+def best_seconds(fn, *args, repeats: int, options: dict | None) -> float:
+    compiled = jax.jit(fn).lower(*args).compile(options)
     jax.block_until_ready(compiled(*args))
     times = []
     for _ in range(repeats):
@@ -43,13 +44,10 @@ def grad_w(f):
     return lambda x, w, dy: jax.vjp(lambda k: f(x, k), w)[1](dy)[0]
 
 
-def implementations(kernel: int) -> dict:
-    """name -> fn(x, w, dy): XLA's forward and gradients, and `gencore.conv`'s."""
-    ours = conv.conv1x1 if kernel == 1 else conv.conv3x3_cpu
-    return {"fwd_xla": lambda x, w, dy: conv.conv_xla(x, w),
-            "fwd_ours": lambda x, w, dy: ours(x, w),
-            "dx_xla": grad_x(conv.conv_xla), "dx_ours": grad_x(ours),
-            "dw_xla": grad_w(conv.conv_xla), "dw_ours": grad_w(ours)}
+def passes() -> dict:
+    """name -> fn(x, w, dy): the forward convolution and its two gradients."""
+    return {"fwd": lambda x, w, dy: conv.conv_same(x, w), "dx": grad_x(conv.conv_same),
+            "dw": grad_w(conv.conv_same)}
 
 
 def main(argv: list[str]) -> None:
@@ -62,8 +60,10 @@ def main(argv: list[str]) -> None:
         w = jax.random.normal(keys[1], (k, k, c, c)) / (3 * c**0.5)
         dy = jax.random.normal(keys[2], (b, h, w_, c))
         result = {"shape": spec, "kernel": k, "gflop_direct": 2 * b * h * w_ * c * c * k * k / 1e9}
-        for name, fn in implementations(k).items():
-            result[name] = round(best_seconds(fn, x, w, dy, repeats=_REPEATS.value), 5)
+        for name, fn in passes().items():
+            for options, value in (("default", None), ("project", conv.CPU_COMPILER_OPTIONS)):
+                result[f"{name}_{options}"] = round(
+                    best_seconds(fn, x, w, dy, repeats=_REPEATS.value, options=value), 5)
         result["loadavg"] = os.getloadavg()
         print(json.dumps(result), flush=True)
 

@@ -59,8 +59,6 @@ class MatmulOp:
     grad_lhs: bool           # gradient w.r.t. the first operand (activations) computed
     grad_rhs: bool           # gradient w.r.t. the second operand (kernel, weight) computed
     per_example: bool        # an operand depends on the data (False: weights only)
-    gemm_kernel_grad: bool   # under a custom VJP (gencore.conv's CPU path: kernel gradient by
-                             # per-tap GEMMs, which XLA counts with the padding taps)
 
     @property
     def passes(self) -> int:
@@ -74,10 +72,8 @@ class MatmulOp:
 
     @property
     def xla_convention_flops(self) -> float:
-        """The same passes counted as XLA does: forward and input gradient without padding
-        taps; the kernel gradient too, unless it is computed by GEMMs (then with them)."""
-        kernel = self.dense if self.gemm_kernel_grad else self.valid
-        return self.valid * (1 + self.grad_lhs) + kernel * self.grad_rhs
+        """The same passes counted as XLA does: every pass without padding taps."""
+        return self.valid * self.passes
 
 
 def _valid_taps(n: int, k: int, o: int, stride: int, pad_lo: int, lhs_dil: int,
@@ -188,7 +184,7 @@ def _active(jaxpr: jcore.Jaxpr, active_out: Sequence[bool]) -> dict:
 
 
 def _collect(jaxpr: jcore.Jaxpr, diff_in: Sequence[bool], data_in: Sequence[bool],
-             active_out: Sequence[bool], custom: bool, ops: list[MatmulOp]) -> None:
+             active_out: Sequence[bool], ops: list[MatmulOp]) -> None:
     diff = _forward(jaxpr, diff_in, gradient=True)
     data = _forward(jaxpr, data_in, gradient=False)
     active = _active(jaxpr, active_out)
@@ -202,12 +198,12 @@ def _collect(jaxpr: jcore.Jaxpr, diff_in: Sequence[bool], data_in: Sequence[bool
             ops.append(MatmulOp(
                 name, dense, valid, grad_lhs=out_active and _flag(diff, lhs),
                 grad_rhs=out_active and _flag(diff, rhs),
-                per_example=_flag(data, lhs) or _flag(data, rhs), gemm_kernel_grad=custom))
+                per_example=_flag(data, lhs) or _flag(data, rhs)))
             continue
         outs = [out_active and _flag(active, v) for v in eqn.outvars]
         for sub, operands in _subjaxprs(eqn):
             _collect(sub, [_flag(diff, v) for v in operands], [_flag(data, v) for v in operands],
-                     outs, custom or name == "custom_vjp_call", ops)
+                     outs, ops)
 
 
 def matmul_ops(fn: Callable, args: Sequence[Any], differentiated: Sequence[bool],
@@ -227,7 +223,7 @@ def matmul_ops(fn: Callable, args: Sequence[Any], differentiated: Sequence[bool]
     chosen_ids = {id(x) for x in jax.tree_util.tree_leaves(chosen)}
     active_out = [id(x) in chosen_ids for x in jax.tree_util.tree_leaves(out_shape)]
     ops: list[MatmulOp] = []
-    _collect(closed.jaxpr, flags(differentiated), flags(data), active_out, False, ops)
+    _collect(closed.jaxpr, flags(differentiated), flags(data), active_out, ops)
     return ops
 
 
@@ -410,13 +406,10 @@ def _category(op_name: str, matmul: bool) -> str:
     return "random_numbers" if _RNG.search(op_name) else "optimizer_ema_loss"
 
 
-def xla_breakdown(hlo_text: str) -> dict[str, float]:
-    """FLOPs of an optimized HLO module (``compiled.as_text()``) per `_category`, with XLA's
-    HloCostAnalysis rules (see module docstring); reducer computations count through their
-    reduce, fused computations through their instructions."""
-    shapes: dict[str, str] = {}
-    parsed: list[tuple[str, str, str, list[str], str, str]] = []
-    reducers: set[str] = set()
+def hlo_instructions(hlo_text: str) -> list[tuple[str, str, str, str, list[str], str]]:
+    """(computation, name, type, opcode, operand names, attributes) of every instruction of an
+    HLO module's text (``compiled.as_text()``), in order."""
+    parsed = []
     computation = ""
     for line in hlo_text.splitlines():
         head = re.match(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$", line)
@@ -424,17 +417,28 @@ def xla_breakdown(hlo_text: str) -> dict[str, float]:
             computation = head.group(1)
             continue
         ins = _parse_instruction(line)
-        if ins is None:
-            continue
-        name, shape, opcode, operands, attrs = ins
-        shapes[name] = shape
-        parsed.append((computation, name, shape, opcode, operands, attrs))
-        reducers.update(re.findall(r"to_apply=%?([\w.\-]+)", attrs))
+        if ins is not None:
+            parsed.append((computation, *ins))
+    return parsed
+
+
+def op_name_of(attrs: str) -> str:
+    """The JAX name stack (``metadata={op_name=...}``) of an instruction's attributes."""
+    return (re.search(r'op_name="([^"]*)"', attrs) or [None, ""])[1]
+
+
+def xla_breakdown(hlo_text: str) -> dict[str, float]:
+    """FLOPs of an optimized HLO module (``compiled.as_text()``) per `_category`, with XLA's
+    HloCostAnalysis rules (see module docstring); reducer computations count through their
+    reduce, fused computations through their instructions."""
+    parsed = hlo_instructions(hlo_text)
+    shapes = {name: shape for _, name, shape, *_ in parsed}
+    reducers = {r for *_, attrs in parsed for r in re.findall(r"to_apply=%?([\w.\-]+)", attrs)}
     out: dict[str, float] = collections.defaultdict(float)
     for computation, _name, shape, opcode, operands, attrs in parsed:
         if computation in reducers:
             continue
-        op_name = (re.search(r'op_name="([^"]*)"', attrs) or [None, ""])[1]
+        op_name = op_name_of(attrs)
         if opcode == "dot":
             lhs = _dims(shapes[operands[0]])
             contract = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", attrs).group(1)
@@ -453,3 +457,31 @@ def xla_breakdown(hlo_text: str) -> dict[str, float]:
             continue
         out[_category(op_name, matmul)] += flops
     return dict(out)
+
+
+def instruction_groups(hlo_text: str) -> dict[str, dict]:
+    """Instruction name -> {'kind', 'pass', 'op_name'} for every instruction of an optimized
+    HLO module. kind: 'convolution' or 'matmul' (the op, or a fusion around one), 'copy /
+    transpose', 'fusion' (elementwise and reductions) or 'other'; pass: 'backward' (a
+    ``transpose(`` in the name stack), 'forward' (inside G, D or the U-Net) or 'update'."""
+    instructions = hlo_instructions(hlo_text)
+    opcodes = collections.defaultdict(set)
+    for computation, _, _, opcode, _, _ in instructions:
+        opcodes[computation].add(opcode)
+    groups = {}
+    for _, name, _, opcode, _, attrs in instructions:
+        calls = re.search(r"calls=%?([\w.\-]+)", attrs)
+        ops = {opcode} | (opcodes[calls.group(1)] if opcode == "fusion" and calls else set())
+        if "convolution" in ops:
+            kind = "convolution"
+        elif "dot" in ops:
+            kind = "matmul"
+        elif ops <= {"copy", "transpose", "parameter", "bitcast", "fusion"} and ops != {"fusion"}:
+            kind = "copy / transpose"
+        else:
+            kind = "fusion" if opcode == "fusion" else "other"
+        op_name = op_name_of(attrs)
+        passes = ("backward" if "transpose(" in op_name else
+                  "forward" if _NETWORK.search(op_name) else "update")
+        groups[name] = {"kind": kind, "pass": passes, "op_name": op_name}
+    return groups

@@ -11,8 +11,7 @@ on one device of the default backend, without running it, and prints one JSON li
 - ``xla``: ``compiled.cost_analysis()['flops']``, and ``ratio`` = xla / analytic;
 - ``reconciliation``: xla - analytic split into parts that sum to it exactly (FLOPs and as a
   fraction of ``analytic``): convolution taps on padding, which XLA does not count
-  (``conv_padding_taps``, negative; on the CPU the kernel gradients of 3x3 convolutions are
-  per-tap GEMMs (``gencore.conv``), which count them); XLA's network products beyond the
+  (``conv_padding_taps``, negative); XLA's network products beyond the
   analytic count in its convention, products XLA left without a name scope included
   (``matmul_residual``); spectral norm (power
   iteration, W / sigma); orthogonal regularization (Gram matrices, Eq. 3); BatchNorm / GroupNorm;

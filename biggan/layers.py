@@ -48,7 +48,7 @@ class SNDense(nn.Module):
 
 class SameConv(nn.Module):
     """'SAME' stride-1 convolution with nn.Conv's variables (kernel [k, k, Cin, features],
-    bias [features]) computed by `gencore.conv.conv_same` (fast paths on the CPU).
+    bias [features]) computed by `gencore.conv.conv_same`.
 
     ``kept_features`` > 0 computes only the first that many output channels, x [B,H,W,Cin] ->
     [B,H,W,kept_features] (BigGAN-deep's conv_to_rgb holds ch outputs and keeps 3).

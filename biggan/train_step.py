@@ -38,6 +38,7 @@ from biggan import diffaugment, interventions, latents, losses
 from biggan import model as biggan_model
 from biggan.layers import SPECTRAL
 from biggan.stability import validate_stability_config
+from gencore.conv import cpu_compiler_options
 from gencore.ema import ema_update
 from gencore.sharding import BN_AXIS, DATA_AXES, GROUP_AXIS, replicated
 
@@ -357,7 +358,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
                                          state.step)   # per device: axis index folded in
         return sharded(state, batch["image"], batch["label"], d_z, d_y, g_z, g_y, augment_key)
 
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=0, compiler_options=cpu_compiler_options(mesh))
 
 
 def mean_of(metrics: list[dict]) -> dict:

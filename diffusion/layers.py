@@ -37,7 +37,7 @@ class Conv3x3(nn.Module):
     """3x3 'same' convolution with bias (params 'kernel' [3, 3, Cin, Cout], 'bias').
 
     `zero` initialises the kernel to zero (last layer of a residual branch). Computed by
-    `gencore.conv.conv_same`: fast paths when lowered for the CPU, XLA's convolution elsewhere.
+    `gencore.conv.conv_same` (XLA's convolution).
     """
 
     features: int

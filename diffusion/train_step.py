@@ -33,6 +33,7 @@ from diffusion.losses import (
     update_loss_history,
 )
 from gencore import sharding
+from gencore.conv import cpu_compiler_options
 from gencore.ema import ema_update
 from gencore.sharding import BATCH_SPEC, DATA_AXES, replicated
 
@@ -158,4 +159,4 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                              ema_params=ema_params, loss_history=history), metrics
 
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=0, compiler_options=cpu_compiler_options(mesh))
