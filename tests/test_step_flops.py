@@ -64,18 +64,19 @@ def test_hlo_parse_matches_xla_on_the_tiny_gradient():
 
 
 def test_digits_biggan_step_against_xla():
-    """One D step (two in the config; one compiles faster) at batch 8: the analytic count is
-    within 10% of XLA's, XLA's products equal it in XLA's convention, and the
-    reconciliation's parts add up to XLA's count."""
+    """One D step (two in the config; one compiles faster) at batch 8: XLA's products equal the
+    analytic count in XLA's convention (no taps on padding), the reconciliation's parts add up
+    to XLA's count, and apart from the padding taps (11% on these 4-16 px maps) the two are
+    within 5% (the rest is element-wise work, the optimiser and the EMA)."""
     config = load_config("configs/biggan/digits.py")
     config.train.update(num_d_steps=1, batch_size=8)
     analytic = step_flops.biggan_step_flops(config)["step"]
     compiled = train_step_flops.compiled_biggan_step(config)
     xla = compiled.cost_analysis()["flops"]
     parts = step_flops.xla_breakdown(compiled.as_text())
-    assert xla / analytic["train"] == pytest.approx(1.0, abs=0.1)
     products = parts["network_matmuls"] + parts.get("other_matmuls", 0.0)
     assert products == pytest.approx(analytic["train_xla_convention"], rel=1e-3)
     rec = train_step_flops.reconciliation(analytic, xla, parts)
     assert analytic["train"] + sum(rec.values()) == pytest.approx(xla, rel=1e-9)
     assert abs(rec["not_parsed"]) < 0.01 * xla
+    assert xla - rec["conv_padding_taps"] == pytest.approx(analytic["train"], rel=0.05)
