@@ -12,7 +12,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks
 
 import step_flops  # noqa: E402
 
-from gencore.conv import conv_xla  # noqa: E402
+from gencore.conv import conv_same  # noqa: E402
 
 
 def test_instructions_are_grouped_by_kind_and_pass():
@@ -20,7 +20,7 @@ def test_instructions_are_grouped_by_kind_and_pass():
         @staticmethod
         def apply(w, v, x):
             with jax.named_scope("UNet"):
-                return jnp.tanh(conv_xla(x, w)) @ v
+                return jnp.tanh(conv_same(x, w)) @ v
 
     def loss(w, v, x):
         return jnp.sum(UNet.apply(w, v, x) ** 2)
