@@ -17,15 +17,14 @@ one thread. Instructions are grouped by
 
 and the script prints one JSON line: the wall seconds per step, the busy seconds per step of
 each group (summed over threads: up to threads x wall), each group's share of the busy time,
-its FLOPs from XLA's cost analysis where the instruction has a convolution or product, and the
-``--top`` instructions by time with their op names.
+the step's FLOPs (XLA's cost analysis), and the ``--top`` instructions by time with their op
+names.
 """
 
 import collections
 import glob
 import json
 import statistics
-import sys
 import tempfile
 import time
 
@@ -34,14 +33,15 @@ from absl import app, flags
 from our_step import build, setting_config
 from step_flops import instruction_groups
 
-FLAGS = flags.FLAGS   # --setting, --batch, --width and --steps (traced iterations): our_step's
+FLAGS = flags.FLAGS   # our_step's --setting, --batch, --width, --smoke, --steps (traced)
 _TOP = flags.DEFINE_integer("top", 15, "How many instructions to list by time.")
+
 
 def main(argv: list[str]) -> None:
     del argv
     from jax.profiler import ProfileData
 
-    config = setting_config(FLAGS.setting, FLAGS.batch, FLAGS.width, "default")
+    config = setting_config(FLAGS.setting, FLAGS.batch, FLAGS.width, "default", FLAGS.smoke)
     compiled, state, batch, _, _ = build(FLAGS.setting, config)
     instructions = instruction_groups(compiled.as_text())
     for _ in range(2):
@@ -84,4 +84,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("setting")
-    sys.exit(app.run(main))
+    app.run(main)
