@@ -2,11 +2,12 @@
 
 Every platform computes convolutions and their gradients with XLA's own convolution. On the
 CPU, XLA (jaxlib 0.10-0.12) hands convolutions and products to the YNNPACK library by default,
-which on the measured machine ran 3x3 convolutions and their gradients 1.3-1.9x slower than
-XLA's Eigen path; element-wise operations and reductions, which XLA otherwise emits itself,
-ran faster through YNNPACK. `cpu_compiler_options` asks for exactly that split (YNNPACK fusions
-of element-wise operations and reductions only); the train steps compile with it when their
-mesh is on CPU devices (measurements in benchmarks/README.md, "Convolutions on the CPU").
+which on the measured machine ran 3x3 convolutions 1.1-1.5x and their kernel gradients up to
+3.8x slower than XLA's own path; element-wise operations and reductions, which XLA otherwise
+emits itself, ran faster through YNNPACK. `cpu_compiler_options` asks for exactly that split
+(YNNPACK fusions of element-wise operations and reductions only); the train steps compile with
+it when their mesh is on CPU devices (measurements: benchmarks/README.md, "Convolutions on the
+CPU").
 """
 
 from __future__ import annotations
