@@ -1,7 +1,7 @@
 """'SAME' stride-1 convolutions (NHWC x HWIO -> NHWC), and the XLA:CPU options the steps use.
 
 Every platform computes convolutions and their gradients with XLA's own convolution. On the
-CPU, XLA (jaxlib 0.10-0.12) hands convolutions and products to the YNNPACK library by default,
+CPU, XLA (jaxlib 0.10.2, measured) hands convolutions and products to YNNPACK by default,
 which on the measured machine ran 3x3 convolutions 1.1-1.5x and their kernel gradients up to
 3.8x slower than XLA's own path; element-wise operations and reductions, which XLA otherwise
 emits itself, ran faster through YNNPACK. `cpu_compiler_options` asks for exactly that split
