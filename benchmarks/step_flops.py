@@ -111,18 +111,10 @@ def dot_flops(eqn: jcore.JaxprEqn) -> float:
 
 def _subjaxprs(eqn: jcore.JaxprEqn) -> list[tuple[jcore.Jaxpr, list]]:
     """(sub-jaxpr, the equation's operands it takes) for the sub-programs an equation runs:
-    call-like primitives (pjit, custom_jvp/vjp_call, shard_map, remat, closed_call) and the
-    branch of a ``cond`` chosen for this backend (``lax.platform_dependent``) or every branch."""
+    call-like primitives (pjit, custom_jvp/vjp_call, shard_map, remat, closed_call) and every
+    branch of a ``cond``."""
     if eqn.primitive.name == "cond":
-        branches = eqn.params["branches"]
-        platforms = eqn.params.get("branches_platforms")
-        chosen = list(branches)
-        if platforms:
-            backend = jax.default_backend()
-            match = [b for b, ps in zip(branches, platforms, strict=True) if ps and backend in ps]
-            default = [b for b, ps in zip(branches, platforms, strict=True) if ps is None]
-            chosen = (match or default)[:1]
-        return [(b.jaxpr, list(eqn.invars[1:])) for b in chosen]
+        return [(b.jaxpr, list(eqn.invars[1:])) for b in eqn.params["branches"]]
     subs = []
     for value in eqn.params.values():
         for j in value if isinstance(value, tuple) else (value,):

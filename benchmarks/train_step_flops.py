@@ -29,7 +29,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -38,6 +37,7 @@ import step_flops  # noqa: E402
 
 from gencore import sharding  # noqa: E402
 from gencore.config_util import load_config  # noqa: E402
+from launch.compile_check import abstract_programs  # noqa: E402
 
 CONFIGS = {
     "biggan_digits": ("configs/biggan/digits.py", None),
@@ -53,30 +53,12 @@ _BATCH = flags.DEFINE_integer("batch", 0, "Batch for the configs with a reduced 
                               "CONFIGS (0: the one there); the others keep their own.")
 
 
-def compiled_biggan_step(config):
-    """The compiled BigGAN step on one device (state and batch as shapes only)."""
-    from biggan import train_step
-
-    mesh = sharding.make_mesh(jax.devices()[:1], config.model.bn_group_size)
-    train = config.train
-    shape = (train.num_d_steps, train.grad_accum, train.batch_size // train.grad_accum)
-    r = config.model.resolution
-    batch = {"image": jax.ShapeDtypeStruct((*shape, r, r, 3), jnp.float32),
-             "label": jax.ShapeDtypeStruct(shape, jnp.int32)}
-    state = jax.eval_shape(lambda: train_step.create_train_state(config, mesh))
-    return train_step.make_train_step(config, mesh).lower(state, batch).compile()
-
-
-def compiled_diffusion_step(config):
-    """The compiled diffusion step on one device (state and batch as shapes only)."""
-    from diffusion import train_step
-
-    mesh = sharding.make_mesh(jax.devices()[:1])
-    b, r = config.train.batch_size, config.model.resolution
-    batch = {"image": jax.ShapeDtypeStruct((b, r, r, 3), jnp.float32),
-             "label": jax.ShapeDtypeStruct((b,), jnp.int32)}
-    state = jax.eval_shape(lambda: train_step.create_train_state(config, mesh))
-    return train_step.make_train_step(config, mesh).lower(state, batch).compile()
+def compiled_step(config):
+    """The config's compiled train step on one device, lowered from the abstract state and
+    batch the TPU fit check uses (`launch.compile_check.abstract_programs`)."""
+    programs, _ = abstract_programs(config, sharding.make_mesh(jax.devices()[:1]), eval_batch=1)
+    step, args = programs["train"]
+    return step.lower(*args).compile()
 
 
 def reconciliation(analytic: dict, xla: float, parts: dict[str, float]) -> dict[str, float]:
@@ -110,7 +92,7 @@ def measure(name: str, batch: int) -> dict:
                else step_flops.biggan_step_flops(config))
     trace_s = time.perf_counter() - start
     start = time.perf_counter()
-    compiled = (compiled_diffusion_step if diffusion else compiled_biggan_step)(config)
+    compiled = compiled_step(config)
     compile_s = time.perf_counter() - start
     xla = float(compiled.cost_analysis()["flops"])
     parts = step_flops.xla_breakdown(compiled.as_text())

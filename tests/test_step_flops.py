@@ -71,7 +71,7 @@ def test_digits_biggan_step_against_xla():
     config = load_config("configs/biggan/digits.py")
     config.train.update(num_d_steps=1, batch_size=8)
     analytic = step_flops.biggan_step_flops(config)["step"]
-    compiled = train_step_flops.compiled_biggan_step(config)
+    compiled = train_step_flops.compiled_step(config)
     xla = compiled.cost_analysis()["flops"]
     parts = step_flops.xla_breakdown(compiled.as_text())
     products = parts["network_matmuls"] + parts.get("other_matmuls", 0.0)
