@@ -93,7 +93,7 @@ def commands(name: str, args: argparse.Namespace) -> dict[str, dict]:
                                f"--threads={args.threads}", *shared],
                       "env": reference_env, "precision": reference_precision},
         "batch": batch,
-        "extra_params": setting.smoke_extra_params if args.smoke else setting.extra_params,
+        "extra_params": setting.extra_params(width) if setting.extra_params else 0,
     }
 
 

@@ -29,9 +29,9 @@ class Setting:
     batch: the per-device batch of the paper's setting (BigGAN: per D/G update).
     width: the channel width of the setting (BigGAN: G and D ch; U-Net: ch).
     smoke_batch, smoke_width: the tiny setting of ``--smoke``.
-    extra_params, smoke_extra_params: how many parameters ours has beyond the reference's at
-      ``width`` and ``smoke_width``, a known difference of the two layouts that
-      ``extra_params_reason`` states; side_by_side.py fails on any other difference.
+    extra_params: width -> how many parameters ours has beyond the reference's, a known
+      difference of the two layouts that ``extra_params_reason`` states (None: none);
+      side_by_side.py fails on any other difference.
     """
 
     family: str
@@ -40,8 +40,7 @@ class Setting:
     width: int
     smoke_batch: int
     smoke_width: int
-    extra_params: int = 0
-    smoke_extra_params: int = 0
+    extra_params: Callable[[int], int] | None = None
     extra_params_reason: str = ""
 
 
@@ -55,7 +54,7 @@ SETTINGS = {
     # BigGAN-deep 128 (ch 128), the same per-device batch.
     "biggan_deep128": Setting("biggan", "configs/biggan/imagenet128.py:deep",
                               batch=64, width=128, smoke_batch=2, smoke_width=16,
-                              extra_params=144_125, smoke_extra_params=1_885,
+                              extra_params=lambda ch: (ch - 3) * (9 * ch + 1),
                               extra_params_reason=(
                                   "G's output 3x3 conv holds ch output channels (kernel and "
                                   "bias) of which it computes 3, as DeepMind's released "
