@@ -12,6 +12,11 @@ module reads::
 
 'params' and 'spectral' are the variable collections of ``build_generator(config.model)``;
 'bn_tables' mirrors its 'batch_stats' with a leading axis of 51 on every 'mean' and 'var'.
+
+The release counts truncation its own way: truncation s draws z as s times N(0, I) truncated to
+[-2, 2] (``draw_z``), and its tables were accumulated on that z. The paper's threshold (the
+training code's, ``biggan.latents``) redraws entries above s instead; the two agree only at
+release truncation 1.0 = threshold 2.0.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from etils import epath
 
 from biggan import layers
 from biggan import model as biggan_model
+from biggan.latents import truncated_normal_by_resampling
 
 FORMAT = "biggan-deep-pretrained/1"
 METADATA_FILE = "pretrained.json"
@@ -39,6 +45,7 @@ VARIABLES_DIR = "variables"
 NUM_STATS = 51
 """Truncation values with stored BN statistics: 0, 0.02, ..., 1 (the release's n_stats)."""
 RESOLUTIONS = (128, 256, 512)
+Z_BOUND = 2.0   # the release's z: N(0, I) truncated to [-Z_BOUND, Z_BOUND], times the truncation
 
 
 def model_config(resolution: int, **overrides: Any) -> ml_collections.ConfigDict:
@@ -72,6 +79,14 @@ def truncation_weights(truncation: float, num_stats: int = NUM_STATS
     if coef == 0.0:
         return ((start, 1.0),)
     return (start, coef), (start + 1, 1.0 - coef)
+
+
+def draw_z(key: jax.Array, shape: tuple[int, ...], truncation: float) -> jax.Array:
+    """z of ``shape`` [..., z_dim] as the release samples it at ``truncation`` s in (0, 1]:
+    s * N(0, 1) truncated to [-2, 2] (pytorch-pretrained-biggan's ``truncated_noise_sample``,
+    the TF-Hub examples), so |z| <= 2 s."""
+    truncation_weights(truncation)                     # (0, 1], as the BN tables
+    return truncation * truncated_normal_by_resampling(key, shape, Z_BOUND)
 
 
 def interpolate_table(table: np.ndarray, truncation: float) -> np.ndarray:

@@ -16,9 +16,10 @@ in ``--steps`` columns (Figure 8); 'interp_classes' the same with z held fixed p
 
 ``--pretrained``: a directory written by `biggan.convert_pretrained` (DeepMind's release; BN
 statistics from its per-truncation tables). ``--num`` images per class; the sheet has one row
-per class, in the order given. z [len(classes) * num, z_dim] is drawn with the truncation trick
-by resampling (Sec. 3.1) at ``--truncation`` from ``--seed``, or read from ``--z_npy`` (rows in
-sheet order). ``--out`` ending in .npy writes the raw float32 images [N, R, R, 3] in [-1, 1];
+per class, in the order given. z [len(classes) * num, z_dim] is drawn from ``--seed`` as the
+release draws it at ``--truncation`` s (s times a normal truncated to [-2, 2],
+`biggan.pretrained.draw_z`), or read from ``--z_npy`` (rows in sheet order). ``--out``
+ending in .npy writes the raw float32 images [N, R, R, 3] in [-1, 1];
 .npz the images with their labels and z; anything else a PNG sheet.
 """
 
@@ -51,17 +52,24 @@ def sheet_labels(classes: Sequence[int], num: int) -> np.ndarray:
     return np.repeat(np.asarray(classes, np.int32), num)
 
 
+RELEASE_LATENT = "release"
+"""The ``latent`` of DeepMind's release: `biggan.pretrained.draw_z`."""
+
+
 def latents(count: int, z_dim: int, truncation: float | None, seed: int,
             z_npy: str | None = None, latent: str = "normal") -> np.ndarray:
-    """z [count, z_dim]: ``latent`` (Appendix E) truncated by resampling from ``seed``, or read
-    from ``z_npy``."""
+    """z [count, z_dim]: ``latent`` (Appendix E, truncated by resampling; or RELEASE_LATENT)
+    from ``seed``, or read from ``z_npy``."""
     if z_npy:
         z = np.load(z_npy).astype(np.float32)
         if z.shape != (count, z_dim):
             raise ValueError(f"{z_npy} holds z of shape {z.shape}; expected ({count}, {z_dim}) "
                              "(len(classes) * num rows).")
         return z
-    return np.asarray(draw_z(latent, jax.random.key(seed), (count, z_dim), truncation))
+    key = jax.random.key(seed)
+    if latent == RELEASE_LATENT:
+        return np.asarray(pretrained.draw_z(key, (count, z_dim), truncation))
+    return np.asarray(draw_z(latent, key, (count, z_dim), truncation))
 
 
 def generate(sampler: Sampler, z: np.ndarray, labels: np.ndarray, batch_size: int
@@ -242,7 +250,7 @@ def main(argv: list[str]) -> None:
                          "statistics for truncations in (0, 1]: pass a number.")
     sampler, z_dim = pretrained_sampler(flag.pretrained, truncation)
     images = run(sampler, z_dim, classes, flag.num, truncation,
-                 flag.seed, flag.out, flag.z_npy, flag.batch_size)
+                 flag.seed, flag.out, flag.z_npy, flag.batch_size, RELEASE_LATENT)
     print(f"wrote {len(images)} images to {flag.out}")
 
 
@@ -255,8 +263,9 @@ if __name__ == "__main__":
     flags.DEFINE_integer("steps", 8, "Columns of an interpolation sheet.")
     flags.DEFINE_list("classes", ["207", "980"], "ImageNet class indices, one sheet row each.")
     flags.DEFINE_integer("num", 8, "Images per class.")
-    flags.DEFINE_string("truncation", "0.4", "Truncation of z and of the BN statistics; 'none': "
-                        "untruncated z (--workdir only).")
+    flags.DEFINE_string("truncation", "0.4", "Truncation of z and of the BN statistics: the "
+                        "paper's threshold with --workdir ('none': untruncated z), the release's "
+                        "truncation in (0, 1] with --pretrained.")
     flags.DEFINE_integer("seed", 0, "Seed for z.")
     flags.DEFINE_string("z_npy", None, "Read z [len(classes) * num, z_dim] from this .npy file.")
     flags.DEFINE_string("out", "sheet.png", "Sheet (.png), raw images (.npy) or images, labels "

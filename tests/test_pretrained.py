@@ -312,6 +312,19 @@ def test_sample_helpers(tmp_path):
     np.testing.assert_allclose(images[:, 0, 0, 0], np.arange(5) / 10.0)
 
 
+def test_release_z_is_the_truncation_times_a_normal_truncated_to_two():
+    """The release's z at truncation s: s * N(0, 1) truncated to [-2, 2] (std 0.8796 s), not
+    the paper's threshold (|z| <= s)."""
+    z = sample.latents(2000, 64, 0.5, seed=0, latent=sample.RELEASE_LATENT)
+    assert z.shape == (2000, 64) and np.abs(z).max() <= 1.0
+    assert np.mean(np.abs(z) > 0.5) > 0.25          # a threshold of 0.5 would leave none
+    np.testing.assert_allclose(z.std(), 0.5 * 0.87962, rtol=0.01)
+    np.testing.assert_array_equal(
+        z, np.asarray(pretrained.draw_z(jax.random.key(0), (2000, 64), 0.5)))
+    with pytest.raises(ValueError, match="outside"):
+        pretrained.draw_z(jax.random.key(0), (2, 64), 1.5)
+
+
 def test_sample_run_writes_npy_and_png(pretrained_dir, tmp_path):
     generator = pretrained.load(pretrained_dir)
     sampler, z_dim = sample.pretrained_sampler(str(pretrained_dir), 0.5)
