@@ -16,7 +16,9 @@ one thread. Instructions are grouped by
   apply) and 'update' (the optimiser, EMA, losses' bookkeeping and random numbers);
 
 and the script prints one JSON line: the wall seconds per step, the busy seconds per step of
-each group (summed over threads: up to threads x wall), each group's share of the busy time,
+each group (each instruction's duration on the thread that ran it, summed: an instruction that
+spreads its work over the intra-op threads counts once, so this is not the CPU time; compare
+with the process's user time for that), each group's share of the busy time,
 the step's FLOPs (XLA's cost analysis), and the ``--top`` instructions by time with their op
 names.
 """
