@@ -103,15 +103,24 @@ def check_bpd_split(config: ml_collections.ConfigDict) -> None:
             "config.eval.bpd_examples=0 to skip bits/dim.") from e
 
 
+def parse_numbers(values: list[str], kind: type, flag: str, example: str) -> tuple:
+    """``values`` of a list flag as ``kind`` (int or float), or a one-line error naming it."""
+    try:
+        return tuple(kind(v) for v in values)
+    except ValueError:
+        raise ValueError(f"--{flag}={','.join(values)}: pass {kind.__name__} values, e.g. "
+                         f"--{flag}={example}.") from None
+
+
 def apply_sampler_flags(config: ml_collections.ConfigDict) -> None:
     """--sampler, --steps and --guidance into config.eval (unset flags keep the config's)."""
     f = flags.FLAGS
     if f.sampler:
         set_eval_field(config, "sampler", f.sampler)
     if f.steps:
-        set_eval_field(config, "sample_steps", tuple(int(s) for s in f.steps))
+        set_eval_field(config, "sample_steps", parse_numbers(f.steps, int, "steps", "50,100"))
     if f.guidance:
-        set_eval_field(config, "guidance", tuple(float(g) for g in f.guidance))
+        set_eval_field(config, "guidance", parse_numbers(f.guidance, float, "guidance", "1,3"))
 
 
 if __name__ == "__main__":

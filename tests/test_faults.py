@@ -245,6 +245,9 @@ BAD_INPUT = {
     "diffusion eval, steps above T": (
         ["diffusion.eval", "--config=configs/diffusion/digits.py", "--workdir={root}/w10",
          "--steps=2000"], "holds 2000: each entry must be a whole number of respaced steps"),
+    "diffusion eval, fractional steps": (
+        ["diffusion.eval", "--config=configs/diffusion/digits.py", "--workdir={root}/w11",
+         "--steps=2.5"], "--steps=2.5: pass int values, e.g. --steps=50,100"),
     "sample without a source": (["biggan.sample"], "--workdir"),
     "damaged converted release": (
         ["biggan.sample", "--pretrained={damaged}"], "pretrained.json is damaged"),
