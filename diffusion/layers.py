@@ -10,6 +10,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 from gencore.conv import conv_same
 
@@ -28,9 +29,45 @@ def timestep_embedding(t: jnp.ndarray, dim: int) -> jnp.ndarray:
     return emb
 
 
-def group_norm(dtype: Any, name: str | None = None) -> nn.GroupNorm:
+class GroupNorm(nn.Module):
+    """GroupNorm (Wu & He 2018): x [B, H, W, C] normalised over H, W and the channels of each
+    of ``num_groups`` groups, then scaled and shifted per channel (params 'scale' [C], 'bias'
+    [C], as `flax.linen.GroupNorm` names and initialises them).
+
+    Statistics in float32 as Var = E[x^2] - E[x]^2 (flax's default), summed per channel over
+    H, W first and then over each group's channels: the same sums in another order, and on
+    XLA:CPU several times faster than one reduction over the strided group axes.
+    """
+
+    num_groups: int = 32
+    epsilon: float = 1e-6
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        b, _, _, c = x.shape
+        if c % self.num_groups:
+            raise ValueError(f"{c} channels do not split into {self.num_groups} groups")
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        x = x.astype(jnp.float32)
+        per_group = c // self.num_groups
+
+        def group_mean(per_channel: jnp.ndarray) -> jnp.ndarray:   # [B, C] -> [B, C]
+            means = per_channel.reshape(b, self.num_groups, per_group).mean(axis=-1)
+            return jnp.repeat(means, per_group, axis=1)
+
+        mean = group_mean(jnp.mean(x, axis=(1, 2)))
+        var = jnp.maximum(group_mean(jnp.mean(jnp.square(x), axis=(1, 2))) - jnp.square(mean),
+                          0.0)
+        gain = scale * lax.rsqrt(var + self.epsilon)                  # [B, C]
+        offset = bias - mean * gain
+        return (x * gain[:, None, None, :] + offset[:, None, None, :]).astype(self.dtype)
+
+
+def group_norm(dtype: Any, name: str | None = None) -> GroupNorm:
     """GroupNorm with 32 groups, as in both papers."""
-    return nn.GroupNorm(num_groups=32, epsilon=1e-6, dtype=dtype, name=name)
+    return GroupNorm(num_groups=32, epsilon=1e-6, dtype=dtype, name=name)
 
 
 class Conv3x3(nn.Module):

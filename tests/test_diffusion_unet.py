@@ -1,12 +1,13 @@
 """U-Net: exact paper parameter counts (eval_shape only) and tiny-model behaviour."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from diffusion.layers import timestep_embedding
+from diffusion.layers import GroupNorm, timestep_embedding
 from diffusion.unet import UNet, unet_from_config
 from gencore.config_util import load_config
 
@@ -90,3 +91,29 @@ def test_timestep_embedding_is_sinusoidal() -> None:
     np.testing.assert_allclose(emb[0], [0, 0, 0, 0, 1, 1, 1, 1], atol=1e-7)
     freqs = np.exp(-np.log(10000.0) / 3 * np.arange(4))
     np.testing.assert_allclose(emb[1, :4], np.sin(10 * freqs), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [64, 256])
+def test_group_norm_equals_flax_group_norm(channels: int) -> None:
+    """The per-channel-then-per-group statistics give flax.linen.GroupNorm's output and
+    gradients (input, scale, bias), on inputs with a mean far from zero."""
+    rng = np.random.default_rng(channels)
+    x = jnp.asarray(rng.normal(3.0, 2.0, (2, 8, 8, channels)), jnp.float32)
+    params = {"scale": jnp.asarray(rng.normal(1.0, 0.3, channels), jnp.float32),
+              "bias": jnp.asarray(rng.normal(0.0, 0.3, channels), jnp.float32)}
+    cotangent = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    ours, theirs = GroupNorm(32, 1e-6), nn.GroupNorm(num_groups=32, epsilon=1e-6)
+    assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)["params"]) == \
+        jax.tree.map(jnp.shape, theirs.init(jax.random.key(0), x)["params"])
+
+    def value_and_grads(module):
+        def loss(params, x):
+            return jnp.sum(module.apply({"params": params}, x) * cotangent)
+        return jax.value_and_grad(loss, argnums=(0, 1))(params, x), module.apply(
+            {"params": params}, x)
+
+    (_, grads_ours), out_ours = value_and_grads(ours)
+    (_, grads_theirs), out_theirs = value_and_grads(theirs)
+    np.testing.assert_allclose(out_ours, out_theirs, atol=2e-5, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads_ours), jax.tree.leaves(grads_theirs), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
