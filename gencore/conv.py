@@ -6,13 +6,17 @@ which on the measured machine ran 3x3 convolutions 1.1-1.5x and their kernel gra
 3.8x slower than XLA's own path; element-wise operations and reductions, which XLA otherwise
 emits itself, ran faster through YNNPACK. `cpu_compiler_options` asks for exactly that split
 (YNNPACK fusions of element-wise operations and reductions only); the train steps compile with
-it when their mesh is on CPU devices (measurements: benchmarks/README.md, "Convolutions on the
-CPU").
+it when their mesh is on CPU devices. Even then XLA pulls a convolution into the YNNPACK
+fusion of the element-wise operation that consumes it (a bias, an activation, a residual sum),
+and YNNPACK computes it there; `conv_same` therefore passes its inputs and output through
+`unfused`, which on the CPU keeps the convolution, its input gradient and its kernel gradient
+out of such fusions (measurements: benchmarks/README.md, "Convolutions on the CPU").
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 from jax.sharding import Mesh
 
@@ -23,10 +27,22 @@ CPU_COMPILER_OPTIONS = {
 """XLA:CPU debug options of the programs compiled for CPU devices (module docstring)."""
 
 
+def unfused(x: jax.Array) -> jax.Array:
+    """``x`` itself. Lowered for the CPU it is a ``reduce_precision`` to x's own precision (no
+    change to any value), which XLA does not put in a YNNPACK fusion, so the convolution that
+    produces or consumes x stays XLA's own; its gradient is the same operation on the
+    cotangent, so the convolution's input and kernel gradients stay out of fusions too."""
+    info = jnp.finfo(x.dtype)
+    return lax.platform_dependent(
+        x, cpu=lambda x: lax.reduce_precision(x, info.nexp, info.nmant), default=lambda x: x)
+
+
 def conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
-    """'SAME' stride-1 convolution x [B, H, W, Cin] * w [kh, kw, Cin, Cout] -> [B, H, W, Cout]."""
-    return lax.conv_general_dilated(x, w, (1, 1), "SAME",
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    """'SAME' stride-1 convolution x [B, H, W, Cin] * w [kh, kw, Cin, Cout] -> [B, H, W, Cout]
+    (XLA's convolution, kept out of YNNPACK fusions on the CPU: `unfused`)."""
+    y = lax.conv_general_dilated(unfused(x), unfused(w), (1, 1), "SAME",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return unfused(y)
 
 
 def cpu_compiler_options(mesh: Mesh) -> dict[str, str] | None:

@@ -1,6 +1,7 @@
 """gencore.conv: the convolution, and the XLA:CPU options the train steps compile with, which
 change how XLA computes a program (the libraries it hands operations to), not what."""
 
+import re
 import types
 
 import flax.linen as nn
@@ -11,7 +12,7 @@ import pytest
 
 from biggan.layers import SameConv, orthogonal_init
 from gencore import sharding
-from gencore.conv import CPU_COMPILER_OPTIONS, conv_same, cpu_compiler_options
+from gencore.conv import CPU_COMPILER_OPTIONS, conv_same, cpu_compiler_options, unfused
 
 RTOL = 2e-5
 """Largest |a - b| allowed, relative to the largest |b| entry (float32 rounding)."""
@@ -49,6 +50,53 @@ def test_cpu_options_keep_values_and_gradients(kernel, size):
     want = lowered.compile()(x, w, dy)
     for g, r in zip(got, want, strict=True):
         assert_close(g, r)
+
+
+def convolutions_in_library_fusions(hlo_text: str) -> tuple[int, int]:
+    """(convolutions the program runs as XLA's own instructions, convolutions inside YNNPACK
+    fusions) of a compiled module's text."""
+    bodies = dict(re.findall(r"\n%([\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo_text, re.S))
+    entry = hlo_text[hlo_text.index("ENTRY"):]
+    in_library = 0
+    for line in entry.splitlines():
+        called = re.search(r"calls=%([\w.\-]+)", line)
+        if "__ynn_fusion" in line and called:
+            in_library += bodies[called.group(1)].count(" convolution(")
+    return len(re.findall(r" convolution\(", entry)), in_library
+
+
+def test_conv_same_stays_out_of_cpu_library_fusions():
+    """With a bias and SiLU around it, the convolution and both its gradients run as XLA's own
+    convolutions on the CPU (a plain lax convolution is pulled into YNNPACK fusions), with the
+    values of the plain convolution (32 channels: XLA fuses none at 16 or fewer)."""
+    x, w, dy = inputs(3, 8, 32, 32)
+
+    def program(conv):
+        def f(x, w):
+            return jax.nn.silu(conv(x, w) + 0.5)
+        def run(x, w, dy):
+            out, pullback = jax.vjp(f, x, w)
+            return out, *pullback(dy)
+        return jax.jit(run).lower(x, w, dy).compile(CPU_COMPILER_OPTIONS)
+
+    def plain(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    ours, reference = program(conv_same), program(plain)
+    assert convolutions_in_library_fusions(ours.as_text()) == (3, 0)
+    assert convolutions_in_library_fusions(reference.as_text())[1] > 0
+    for g, r in zip(ours(x, w, dy), reference(x, w, dy), strict=True):
+        assert_close(g, r)
+
+
+def test_unfused_is_the_identity_and_cpu_only():
+    x = jax.random.normal(jax.random.key(0), (3, 4))
+    np.testing.assert_array_equal(jax.jit(unfused)(x), x)
+    for dtype in (jnp.float32, jnp.bfloat16):
+        traced = jax.jit(unfused).trace(x.astype(dtype))
+        assert "reduce_precision" in traced.lower(lowering_platforms=("cpu",)).as_text()
+        assert "reduce_precision" not in traced.lower(lowering_platforms=("tpu",)).as_text()
 
 
 def test_options_apply_to_cpu_meshes_only():
