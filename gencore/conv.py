@@ -8,9 +8,10 @@ emits itself, ran faster through YNNPACK. `cpu_compiler_options` asks for exactl
 (YNNPACK fusions of element-wise operations and reductions only); the train steps compile with
 it when their mesh is on CPU devices. Even then XLA pulls a convolution into the YNNPACK
 fusion of the element-wise operation that consumes it (a bias, an activation, a residual sum),
-and YNNPACK computes it there; `conv_same` therefore passes its inputs and output through
-`unfused`, which on the CPU keeps the convolution, its input gradient and its kernel gradient
-out of such fusions (measurements: benchmarks/README.md, "Convolutions on the CPU").
+and YNNPACK computes it there; `conv_same` therefore passes its output, and the gradients of
+its inputs, through `unfused`, which on the CPU keeps the convolution, its input gradient and
+its kernel gradient out of such fusions (measurements: benchmarks/README.md, "Convolutions on
+the CPU").
 """
 
 from __future__ import annotations
@@ -37,12 +38,36 @@ def unfused(x: jax.Array) -> jax.Array:
         x, cpu=lambda x: lax.reduce_precision(x, info.nexp, info.nmant), default=lambda x: x)
 
 
+@jax.custom_jvp
+def unfused_output(y: jax.Array) -> jax.Array:
+    """`unfused` on the value only (a convolution's output); tangents pass unchanged."""
+    return unfused(y)
+
+
+@unfused_output.defjvp
+def _unfused_output_jvp(primals: tuple, tangents: tuple) -> tuple:
+    return unfused_output(primals[0]), tangents[0]
+
+
+@jax.custom_jvp
+def unfused_gradient(x: jax.Array) -> jax.Array:
+    """``x`` itself, with `unfused` on its gradient only (a convolution's input or kernel: the
+    input and kernel gradient convolutions' outputs), adding no pass over x."""
+    return x
+
+
+@unfused_gradient.defjvp
+def _unfused_gradient_jvp(primals: tuple, tangents: tuple) -> tuple:
+    return primals[0], unfused(tangents[0])
+
+
 def conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
     """'SAME' stride-1 convolution x [B, H, W, Cin] * w [kh, kw, Cin, Cout] -> [B, H, W, Cout]
-    (XLA's convolution, kept out of YNNPACK fusions on the CPU: `unfused`)."""
-    y = lax.conv_general_dilated(unfused(x), unfused(w), (1, 1), "SAME",
+    (XLA's convolution; on the CPU it and its two gradients are kept out of YNNPACK fusions:
+    `unfused`)."""
+    y = lax.conv_general_dilated(unfused_gradient(x), unfused_gradient(w), (1, 1), "SAME",
                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return unfused(y)
+    return unfused_output(y)
 
 
 def cpu_compiler_options(mesh: Mesh) -> dict[str, str] | None:
