@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -70,6 +71,31 @@ def group_norm(dtype: Any, name: str | None = None) -> GroupNorm:
     return GroupNorm(num_groups=32, epsilon=1e-6, dtype=dtype, name=name)
 
 
+class Dropout(nn.Module):
+    """Inverted dropout (DDPM App. B): each element of x is zeroed with probability ``rate``
+    (rounded to a multiple of 2^-16) and the rest scaled by 1 / (1 - rate); random numbers
+    from the 'dropout' stream.
+
+    Each 32-bit random word decides two elements (its two 16-bit halves against
+    round(rate * 2^16)): half the threefry work of `flax.linen.Dropout`, which draws a
+    float32 uniform per element.
+    """
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
+        if deterministic or self.rate == 0.0:
+            return x
+        if self.rate >= 1.0:
+            return jnp.zeros_like(x)
+        size = x.size
+        words = jax.random.bits(self.make_rng("dropout"), ((size + 1) // 2,), jnp.uint32)
+        halves = jnp.stack([words >> 16, words & 0xFFFF], axis=-1).reshape(-1)[:size]
+        keep = halves.reshape(x.shape) >= round(self.rate * 65536)
+        return jnp.where(keep, x / (1.0 - self.rate), 0.0).astype(x.dtype)
+
+
 class Conv3x3(nn.Module):
     """3x3 'same' convolution with bias (params 'kernel' [3, 3, Cin, Cout], 'bias').
 
@@ -115,7 +141,7 @@ class ResBlock(nn.Module):
             h = group_norm(self.dtype, "norm2")(h) * (1 + scale) + shift
         else:
             h = group_norm(self.dtype, "norm2")(h + emb)
-        h = nn.Dropout(self.dropout, deterministic=not train)(nn.swish(h))
+        h = Dropout(self.dropout, name="dropout")(nn.swish(h), deterministic=not train)
         h = Conv3x3(self.out_ch, zero=True, dtype=self.dtype, name="conv2")(h)
         if x.shape[-1] != self.out_ch:
             x = nn.Dense(self.out_ch, kernel_init=default_init, dtype=self.dtype,

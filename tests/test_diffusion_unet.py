@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from diffusion.layers import GroupNorm, timestep_embedding
+from diffusion.layers import Dropout, GroupNorm, timestep_embedding
 from diffusion.unet import UNet, unet_from_config
 from gencore.config_util import load_config
 
@@ -117,3 +117,21 @@ def test_group_norm_equals_flax_group_norm(channels: int) -> None:
     np.testing.assert_allclose(out_ours, out_theirs, atol=2e-5, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(grads_ours), jax.tree.leaves(grads_theirs), strict=True):
         np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_dropout_drops_at_its_rate_and_scales_the_rest(rate: float) -> None:
+    x = jnp.ones((4, 16, 16, 64))                 # 65,536 elements: binomial sd 0.2% at most
+
+    def drop(key, x=x, deterministic=False):
+        return Dropout(rate).apply({}, x, deterministic=deterministic, rngs={"dropout": key})
+
+    out = np.asarray(drop(jax.random.key(0)))
+    kept = out != 0
+    assert abs(kept.mean() - (1 - rate)) < 0.01
+    np.testing.assert_allclose(out[kept], 1 / (1 - rate), rtol=1e-6)
+    np.testing.assert_array_equal(drop(jax.random.key(0)), out)
+    assert (np.asarray(drop(jax.random.key(1))) != out).any()
+    np.testing.assert_array_equal(drop(jax.random.key(0), deterministic=True), x)
+    odd = drop(jax.random.key(0), jnp.ones((3, 5, 7, 1)))        # an odd element count
+    assert odd.shape == (3, 5, 7, 1) and 0 < (np.asarray(odd) != 0).mean() < 1
