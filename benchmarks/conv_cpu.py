@@ -5,7 +5,10 @@ and under `gencore.conv.CPU_COMPILER_OPTIONS`, the ones the train steps compile 
 
 Prints one JSON line per shape: the best of --repeats seconds of the forward (fwd_*), the
 input gradient (dx_*) and the kernel gradient (dw_*), each compiled with XLA's default options
-(*_default) and with the project's (*_project), plus the load average.
+(*_default) and with the project's (*_project); then, with the project's options, SiLU(conv +
+bias) with a plain ``lax.conv_general_dilated`` (silu_plain, which XLA pulls into a YNNPACK
+fusion with its consumers) and with `gencore.conv.conv_same` (silu_conv_same); plus the load
+average.
 """
 
 import json
@@ -14,6 +17,7 @@ import time
 
 import jax
 from absl import app, flags
+from jax import lax
 
 from gencore import conv
 
@@ -50,6 +54,16 @@ def passes() -> dict:
             "dw": grad_w(conv.conv_same)}
 
 
+def plain_conv(x: jax.Array, w: jax.Array) -> jax.Array:
+    return lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def with_consumer(conv_fn):
+    """SiLU(conv + bias): a convolution with element-wise consumers, as in the networks."""
+    return lambda x, w, dy: jax.nn.silu(conv_fn(x, w) + dy[0, 0, 0])
+
+
 def main(argv: list[str]) -> None:
     del argv
     k = _KERNEL.value
@@ -64,6 +78,10 @@ def main(argv: list[str]) -> None:
             for options, value in (("default", None), ("project", conv.CPU_COMPILER_OPTIONS)):
                 result[f"{name}_{options}"] = round(
                     best_seconds(fn, x, w, dy, repeats=_REPEATS.value, options=value), 5)
+        for name, conv_fn in (("silu_plain", plain_conv), ("silu_conv_same", conv.conv_same)):
+            result[name] = round(best_seconds(with_consumer(conv_fn), x, w, dy,
+                                              repeats=_REPEATS.value,
+                                              options=conv.CPU_COMPILER_OPTIONS), 5)
         result["loadavg"] = os.getloadavg()
         print(json.dumps(result), flush=True)
 
