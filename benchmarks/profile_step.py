@@ -21,6 +21,11 @@ spreads its work over the intra-op threads counts once, so this is not the CPU t
 with the process's user time for that), each group's share of the busy time,
 the step's FLOPs (XLA's cost analysis), and the ``--top`` instructions by time with their op
 names.
+
+XLA's own convolutions (what `gencore.conv.conv_same` runs on the CPU) do their work on the
+intra-op threads outside the trace's events; their event covers only the launch, so on the
+CPU the 'convolution' groups hold only the convolutions inside library fusions, and the
+convolutions' time is the wall time less the other groups.
 """
 
 import collections
