@@ -39,7 +39,7 @@ from biggan import pretrained, standing_stats
 from biggan.latents import draw_z
 from biggan.train_step import create_train_state
 from gencore import checkpoint, sharding
-from gencore.config_util import check_config_arguments
+from gencore.config_util import check_config_arguments, parse_numbers
 from gencore.console import setup_job_logging, stop_on_error
 from gencore.images import save_image_grid
 
@@ -233,7 +233,7 @@ def main(argv: list[str]) -> None:
     del argv
     flag = flags.FLAGS
     setup_job_logging(flag.workdir, "sample")
-    classes = [int(c) for c in flag.classes]
+    classes = list(parse_numbers(flag.classes, int, "classes", "207,980"))
     truncation = parse_truncation(flag.truncation)
     if flag.workdir:
         generator = checkpoint_generator(flag.workdir, truncation, flag.step, flag.config,

@@ -27,6 +27,7 @@ from diffusion.eval_settings import bpd_example_count, check_eval_settings, samp
 from diffusion.likelihood import bits_per_dim
 from diffusion.reverse import METHODS
 from diffusion.train_step import create_train_state
+from gencore.config_util import parse_numbers
 from gencore.data import create_input_pipeline
 from gencore.evaluation import DrawFn, ModelEval, eval_main, set_eval_field
 
@@ -101,15 +102,6 @@ def check_bpd_split(config: ml_collections.ConfigDict) -> None:
             f"config.eval.bpd_split={ev.bpd_split!r} cannot be read ({e}). Set "
             f"config.eval.bpd_split to a split of {config.data.name!r}, or "
             "config.eval.bpd_examples=0 to skip bits/dim.") from e
-
-
-def parse_numbers(values: list[str], kind: type, flag: str, example: str) -> tuple:
-    """``values`` of a list flag as ``kind`` (int or float), or a one-line error naming it."""
-    try:
-        return tuple(kind(v) for v in values)
-    except ValueError:
-        raise ValueError(f"--{flag}={','.join(values)}: pass {kind.__name__} values, e.g. "
-                         f"--{flag}={example}.") from None
 
 
 def apply_sampler_flags(config: ml_collections.ConfigDict) -> None:

@@ -19,7 +19,7 @@ from diffusion import model as diffusion_model
 from diffusion.reverse import METHODS
 from diffusion.train_step import create_train_state
 from gencore import checkpoint, sharding
-from gencore.config_util import check_config_arguments
+from gencore.config_util import check_config_arguments, parse_numbers
 from gencore.console import setup_job_logging, stop_on_error
 from gencore.images import save_image_grid
 from gencore.sample_keys import example_keys
@@ -41,6 +41,7 @@ _OUT = flags.DEFINE_string("out", "samples.png", "Output .png sheet or .npz.")
 def main(argv: list[str]) -> None:
     del argv
     setup_job_logging(_WORKDIR.value, "sample")
+    classes = parse_numbers(_CLASSES.value, int, "classes", "1,7")
     step, config = checkpoint.resolve_run(_WORKDIR.value, _STEP.value, _CONFIG.value)
     mesh = sharding.make_mesh()
     params = checkpoint.restore_read_only(
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> None:
         sharding.replicated(mesh)).ema_params
     num = _NUM.value
     if config.model.num_classes:
-        labels = np.repeat(np.asarray([int(c) for c in _CLASSES.value], np.int32), num)
+        labels = np.repeat(np.asarray(classes, np.int32), num)
     else:
         labels = np.zeros((num * num,), np.int32)
     run = jax.jit(lambda p, k: diffusion_model.generate(

@@ -1,6 +1,7 @@
 """Load ml_collections configs named ``path/to/file.py[:variant]`` outside absl flags too,
 check ``--config`` and its ``--config.<section>.<field>=`` overrides before anything else runs,
-and the parameter-count summary command of ``biggan.summary`` / ``diffusion.summary``."""
+read the numbers of list flags (``--classes=1,7``) with a one-line error, and the
+parameter-count summary command of ``biggan.summary`` / ``diffusion.summary``."""
 
 import difflib
 import importlib.util
@@ -72,6 +73,15 @@ def check_config_arguments(argv: Sequence[str] | None = None, flag: str = "confi
         problem = unknown_override(config, path)
         if problem:
             sys.exit(problem)
+
+
+def parse_numbers(values: list[str], kind: type, flag: str, example: str) -> tuple:
+    """``values`` of a list flag as ``kind`` (int or float), or a one-line error naming it."""
+    try:
+        return tuple(kind(v) for v in values)
+    except ValueError:
+        raise ValueError(f"--{flag}={','.join(values)}: pass {kind.__name__} values, e.g. "
+                         f"--{flag}={example}.") from None
 
 
 def config_variants(config_dir: str | pathlib.Path) -> list[str]:

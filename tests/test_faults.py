@@ -249,6 +249,12 @@ BAD_INPUT = {
         ["diffusion.eval", "--config=configs/diffusion/digits.py", "--workdir={root}/w11",
          "--steps=2.5"], "--steps=2.5: pass int values, e.g. --steps=50,100"),
     "sample without a source": (["biggan.sample"], "--workdir"),
+    "BigGAN sample, classes not numbers": (
+        ["biggan.sample", "--workdir={root}/w12", "--classes=a"],
+        "--classes=a: pass int values, e.g. --classes=207,980"),
+    "diffusion sample, classes not numbers": (
+        ["diffusion.sample", "--workdir={root}/w13", "--classes=1,b"],
+        "--classes=1,b: pass int values, e.g. --classes=1,7"),
     "damaged converted release": (
         ["biggan.sample", "--pretrained={damaged}"], "pretrained.json is damaged"),
     "summary of an unknown row": (
