@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gencore.conv import conv_same
+from gencore.conv import conv_general_dilated, conv_same
 
 #: DDPM's default initialiser (TF variance_scaling(1, fan_avg, uniform)).
 default_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
@@ -181,7 +181,8 @@ class Downsample(nn.Module):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         if self.with_conv:
             return nn.Conv(x.shape[-1], (3, 3), strides=2, padding=1, kernel_init=default_init,
-                           dtype=self.dtype, name="op")(x)
+                           dtype=self.dtype, conv_general_dilated=conv_general_dilated,
+                           name="op")(x)
         return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
 

@@ -61,13 +61,19 @@ def _unfused_gradient_jvp(primals: tuple, tangents: tuple) -> tuple:
     return primals[0], unfused(tangents[0])
 
 
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, *args, **kwargs) -> jax.Array:
+    """`jax.lax.conv_general_dilated` (same arguments) kept, with its two gradients, out of
+    YNNPACK fusions on the CPU (`unfused`); e.g. ``flax.linen.Conv(...,
+    conv_general_dilated=conv.conv_general_dilated)``."""
+    y = lax.conv_general_dilated(unfused_gradient(lhs), unfused_gradient(rhs), *args, **kwargs)
+    return unfused_output(y)
+
+
 def conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
     """'SAME' stride-1 convolution x [B, H, W, Cin] * w [kh, kw, Cin, Cout] -> [B, H, W, Cout]
     (XLA's convolution; on the CPU it and its two gradients are kept out of YNNPACK fusions:
     `unfused`)."""
-    y = lax.conv_general_dilated(unfused_gradient(x), unfused_gradient(w), (1, 1), "SAME",
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return unfused_output(y)
+    return conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def cpu_compiler_options(mesh: Mesh) -> dict[str, str] | None:

@@ -12,7 +12,13 @@ import pytest
 
 from biggan.layers import SameConv, orthogonal_init
 from gencore import sharding
-from gencore.conv import CPU_COMPILER_OPTIONS, conv_same, cpu_compiler_options, unfused
+from gencore.conv import (
+    CPU_COMPILER_OPTIONS,
+    conv_general_dilated,
+    conv_same,
+    cpu_compiler_options,
+    unfused,
+)
 
 RTOL = 2e-5
 """Largest |a - b| allowed, relative to the largest |b| entry (float32 rounding)."""
@@ -65,11 +71,17 @@ def convolutions_in_library_fusions(hlo_text: str) -> tuple[int, int]:
     return len(re.findall(r" convolution\(", entry)), in_library
 
 
-def test_conv_same_stays_out_of_cpu_library_fusions():
-    """With a bias and SiLU around it, the convolution and both its gradients run as XLA's own
-    convolutions on the CPU (a plain lax convolution is pulled into YNNPACK fusions), with the
-    values of the plain convolution (32 channels: XLA fuses none at 16 or fewer)."""
-    x, w, dy = inputs(3, 8, 32, 32)
+@pytest.mark.parametrize("strides", [1, 2])
+def test_convolutions_stay_out_of_cpu_library_fusions(strides):
+    """With a bias and SiLU around it, the convolution (`conv_same`, or the stride-2
+    `conv_general_dilated` the U-Net's downsampling uses) and both its gradients run as XLA's
+    own convolutions on the CPU (a plain lax convolution is pulled into YNNPACK fusions), with
+    the values of the plain convolution (sizes at which XLA fuses the plain one)."""
+    size, channels = (8, 32) if strides == 1 else (16, 64)
+    x, w, _ = inputs(3, size, channels, channels)
+    dy = jax.random.normal(jax.random.key(1), (2, size // strides, size // strides, channels))
+    args = ((strides, strides), ((1, 1), (1, 1)))
+    numbers = {"dimension_numbers": ("NHWC", "HWIO", "NHWC")}
 
     def program(conv):
         def f(x, w):
@@ -79,11 +91,9 @@ def test_conv_same_stays_out_of_cpu_library_fusions():
             return out, *pullback(dy)
         return jax.jit(run).lower(x, w, dy).compile(CPU_COMPILER_OPTIONS)
 
-    def plain(x, w):
-        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-    ours, reference = program(conv_same), program(plain)
+    ours = program(conv_same if strides == 1 else
+                   lambda x, w: conv_general_dilated(x, w, *args, **numbers))
+    reference = program(lambda x, w: jax.lax.conv_general_dilated(x, w, *args, **numbers))
     assert convolutions_in_library_fusions(ours.as_text()) == (3, 0)
     assert convolutions_in_library_fusions(reference.as_text())[1] > 0
     for g, r in zip(ours(x, w, dy), reference(x, w, dy), strict=True):
