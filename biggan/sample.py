@@ -233,7 +233,7 @@ def main(argv: list[str]) -> None:
     del argv
     flag = flags.FLAGS
     setup_job_logging(flag.workdir, "sample")
-    classes = list(parse_numbers(flag.classes, int, "classes", "207,980"))
+    classes = parse_numbers(flag.classes, int, "classes", "207,980")
     truncation = parse_truncation(flag.truncation)
     if flag.workdir:
         generator = checkpoint_generator(flag.workdir, truncation, flag.step, flag.config,

@@ -33,7 +33,8 @@ def timestep_embedding(t: jnp.ndarray, dim: int) -> jnp.ndarray:
 class GroupNorm(nn.Module):
     """GroupNorm (Wu & He 2018): x [B, H, W, C] normalised over H, W and the channels of each
     of ``num_groups`` groups, then scaled and shifted per channel (params 'scale' [C], 'bias'
-    [C], as `flax.linen.GroupNorm` names and initialises them).
+    [C], as `flax.linen.GroupNorm` names and initialises them). 32 groups and eps 1e-6 by
+    default, as in both papers.
 
     Statistics in float32 as Var = E[x^2] - E[x]^2 (flax's default), summed per channel over
     H, W first and then over each group's channels: the same sums in another order, and on
@@ -64,11 +65,6 @@ class GroupNorm(nn.Module):
         gain = scale * lax.rsqrt(var + self.epsilon)                  # [B, C]
         offset = bias - mean * gain
         return (x * gain[:, None, None, :] + offset[:, None, None, :]).astype(self.dtype)
-
-
-def group_norm(dtype: Any, name: str | None = None) -> GroupNorm:
-    """GroupNorm with 32 groups, as in both papers."""
-    return GroupNorm(num_groups=32, epsilon=1e-6, dtype=dtype, name=name)
 
 
 class Dropout(nn.Module):
@@ -131,16 +127,16 @@ class ResBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, temb: jnp.ndarray, train: bool) -> jnp.ndarray:
-        h = nn.swish(group_norm(self.dtype, "norm1")(x))
+        h = nn.swish(GroupNorm(dtype=self.dtype, name="norm1")(x))
         h = Conv3x3(self.out_ch, dtype=self.dtype, name="conv1")(h)
         emb_ch = 2 * self.out_ch if self.scale_shift_norm else self.out_ch
         emb = nn.Dense(emb_ch, kernel_init=default_init, dtype=self.dtype,
                        name="temb_proj")(nn.swish(temb))[:, None, None, :]
         if self.scale_shift_norm:
             scale, shift = jnp.split(emb, 2, axis=-1)
-            h = group_norm(self.dtype, "norm2")(h) * (1 + scale) + shift
+            h = GroupNorm(dtype=self.dtype, name="norm2")(h) * (1 + scale) + shift
         else:
-            h = group_norm(self.dtype, "norm2")(h + emb)
+            h = GroupNorm(dtype=self.dtype, name="norm2")(h + emb)
         h = Dropout(self.dropout, name="dropout")(nn.swish(h), deterministic=not train)
         h = Conv3x3(self.out_ch, zero=True, dtype=self.dtype, name="conv2")(h)
         if x.shape[-1] != self.out_ch:
@@ -160,7 +156,7 @@ class AttentionBlock(nn.Module):
         b, hgt, wid, c = x.shape
         if c % self.num_heads:
             raise ValueError(f"{c} channels do not split into {self.num_heads} heads")
-        h = group_norm(self.dtype, "norm")(x)
+        h = GroupNorm(dtype=self.dtype, name="norm")(x)
         qkv = nn.Dense(3 * c, kernel_init=default_init, dtype=self.dtype, name="qkv")(h)
         qkv = qkv.reshape(b, hgt * wid, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]

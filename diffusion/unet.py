@@ -19,10 +19,10 @@ from diffusion.layers import (
     AttentionBlock,
     Conv3x3,
     Downsample,
+    GroupNorm,
     ResBlock,
     Upsample,
     default_init,
-    group_norm,
     timestep_embedding,
 )
 
@@ -103,7 +103,7 @@ class UNet(nn.Module):
             if lvl != 0:
                 h = Upsample(self.resamp_with_conv, self.dtype, name=f"up{lvl}_us")(h)
 
-        h = nn.swish(group_norm(self.dtype, "norm_out")(h))
+        h = nn.swish(GroupNorm(dtype=self.dtype, name="norm_out")(h))
         h = Conv3x3(out_ch, zero=True, dtype=self.dtype, name="conv_out")(h)
         return h.astype(jnp.float32)
 
