@@ -96,7 +96,7 @@ def validate_train_config(config: ml_collections.ConfigDict, num_devices: int) -
     train = config.train
     biggan_model.validate_model_config(config.model)
     losses.get_losses(train.loss, train.hinge_margin)
-    latents.check_latent(train.latent)
+    latents.check_latent(train.latent, per_sample_sigma=train.per_sample_sigma)
     diffaugment.validate_augment_config(train)
     interventions.validate_intervention_config(train)
     validate_stability_config(train)
@@ -369,11 +369,12 @@ def mean_of(metrics: list[dict]) -> dict:
 def training_latents(key: jax.Array, batch_shape: tuple[int, ...],
                      config: ml_collections.ConfigDict, step: jax.Array
                      ) -> tuple[jax.Array, jax.Array]:
-    """z [*batch_shape, z_dim] from ``config.train.latent`` (Appendix E) and uniform labels."""
+    """z [*batch_shape, z_dim] from ``config.train.latent`` (Appendix E; its normal part
+    scaled per sample by ``config.train.per_sample_sigma``) and uniform labels."""
     z_key, y_key = jax.random.split(key)
     progress = step / max(config.train.steps, 1)
     z = latents.draw_z(config.train.latent, z_key, (*batch_shape, config.model.z_dim),
-                       progress=progress)
+                       progress=progress, per_sample_sigma=config.train.per_sample_sigma)
     return z, jax.random.randint(y_key, batch_shape, 0, config.model.num_classes)
 
 

@@ -39,11 +39,24 @@ def test_supports_and_moments():
     assert set(np.unique(concat[:, 8:])) == {0.0, 1.0} and concat[:, :8].min() < 0
     assert abs(draw("variance_annealing", progress=0.0).std() - 2.0) < 0.05
     assert abs(draw("variance_annealing", progress=1.0).std() - 1.0) < 0.05
-    row_std = draw("per_sample_variance").std(axis=1)
-    assert row_std.min() > 0.4
-    assert row_std.max() - row_std.min() > 0.8        # sigma_i ~ U[1, 2] differs per sample
-    trunc = np.asarray(latents.draw_z("per_sample_variance", key, shape, truncation=0.5))
-    assert np.abs(trunc).max() <= 1.0                 # |sigma z| <= 2 * 0.5
+
+
+@pytest.mark.parametrize("name, normal_dims", [("normal", 16), ("censored_normal", 16),
+                                               ("normal_concat_bernoulli", 8)])
+def test_per_sample_sigma_scales_each_samples_normal_part(name, normal_dims):
+    """Appendix E's per-sample variable variance: the normal part of row i is the unscaled
+    draw times one sigma_i in [sigma_l, sigma_h]; the rest of z is drawn as without it."""
+    key, shape = jax.random.key(4), (2000, 16)
+    plain = np.asarray(latents.draw_z(name, key, shape))
+    scaled = np.asarray(latents.draw_z(name, key, shape, per_sample_sigma=(0.1, 1.0)))
+    np.testing.assert_array_equal(scaled[:, normal_dims:], plain[:, normal_dims:])
+    part, scaled_part = plain[:, :normal_dims], scaled[:, :normal_dims]
+    ratio = np.where(part != 0, scaled_part / np.where(part != 0, part, 1.0), np.nan)
+    sigma = np.nanmean(ratio, axis=1)
+    np.testing.assert_allclose(scaled_part, sigma[:, None] * part, rtol=1e-6)
+    assert 0.1 <= np.nanmin(sigma) < 0.15 and 0.95 < np.nanmax(sigma) <= 1.0
+    truncated = np.asarray(latents.draw_z(name, key, shape, 0.5, per_sample_sigma=(0.1, 1.0)))
+    assert np.abs(truncated[:, :normal_dims]).max() <= 0.5
 
 
 def test_sample_latents_and_errors():
@@ -54,3 +67,7 @@ def test_sample_latents_and_errors():
         latents.draw_z("gaussian", jax.random.key(0), (2, 2))
     with pytest.raises(ValueError, match="no normal part"):
         latents.draw_z("uniform", jax.random.key(0), (2, 2), truncation=0.5)
+    with pytest.raises(ValueError, match="per_sample_sigma scales the normal part"):
+        latents.draw_z("bernoulli", jax.random.key(0), (2, 2), per_sample_sigma=(0.5, 1.0))
+    with pytest.raises(ValueError, match=r"per_sample_sigma=\(1.0, 0.5\) must be"):
+        latents.check_latent("normal", per_sample_sigma=(1.0, 0.5))

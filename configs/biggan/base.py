@@ -47,6 +47,10 @@ def biggan_config(*, resolution: int = 128, batch_size: int = 2048, g_ch: int = 
         ema_decay=0.9999, ema_start=20_000,   # EMA start as in BigGAN-PyTorch
         loss="hinge",            # 'hinge' | 'non_saturating' | 'minimax' | 'wasserstein'
         latent="normal",         # Appendix E latent distribution for training
+        # Appendix E's per-sample variable variance, (sigma_l, sigma_h): in training the
+        # latent's normal part of each sample times sigma_i ~ U[sigma_l, sigma_h]; sampling
+        # and truncation use sigma = 1. () = off.
+        per_sample_sigma=(),
         # DiffAugment (biggan/diffaugment.py): e.g. 'color,translation,cutout'; '' = off.
         diffaugment="",
         # ADA: target of r_t = E[sign(D(real))] (0.6 in Karras et al. 2020); 0 = off (p = 1).
