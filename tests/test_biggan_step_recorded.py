@@ -19,6 +19,7 @@ from gencore import sharding, tree_npz
 RECORDED = REPO / "tests" / "data" / "biggan_step_every_switch.npz"
 EVERY_SWITCH = {
     "model.resolution": 32, "train.loss": "hinge", "train.latent": "normal",
+    "train.per_sample_sigma": (0.1, 1.0),
     "model.g_ch": 4, "model.d_ch": 4, "model.z_dim": 16, "model.shared_dim": 8,
     "train.batch_size": 16, "train.num_d_steps": 2, "train.grad_accum": 2,
     "train.ema_start": 1, "train.ema_decay": 0.5, "train.g_lr": 1e-2, "train.d_lr": 1e-2,
