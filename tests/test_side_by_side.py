@@ -3,6 +3,7 @@ benchmarks/gpu_check.sh's syntax."""
 
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -139,3 +140,30 @@ def test_gpu_check_is_valid_bash():
     result = subprocess.run(["bash", "-n", str(BENCHMARKS / "gpu_check.sh")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+CONV_SCRIPT = BENCHMARKS / "conv_side_by_side.py"
+
+
+def test_conv_side_by_side_alternates_with_the_reference_process(tmp_path):
+    """Our side times the shape; a stand-in reference (no torch here) answers with its JSON."""
+    fake = tmp_path / "reference_python"
+    fake.write_text("#!/bin/sh\necho '{\"2x4x4x3-5\": 0.004}'\n")
+    fake.chmod(0o755)
+    result = subprocess.run(
+        [sys.executable, str(CONV_SCRIPT), "--shapes=2x4x4x3-5", "--rounds=2", "--repeats=2"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "REFERENCE_PYTHON": str(fake)})
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(x["shape"], x["round"]) for x in lines] == [("2x4x4x3-5", 0), ("2x4x4x3-5", 1)]
+    for x in lines:
+        assert x["reference_s"] == 0.004 and x["ours_s"] > 0
+        # ours_s is printed to 10 us, the ratio from the unrounded time.
+        assert x["ratio_ours_over_reference"] == pytest.approx(0.004 / x["ours_s"], rel=0.05)
+
+
+def test_conv_side_by_side_rejects_a_bad_shape():
+    result = subprocess.run([sys.executable, str(CONV_SCRIPT), "--shapes=8x32x32x128"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "is not BxHxWxCin-Cout" in result.stderr
