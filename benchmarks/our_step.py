@@ -5,7 +5,9 @@ r"""Our side of `side_by_side.py`, and a train-step benchmark of its own.
   python benchmarks/our_step.py --setting=... --serve        # step_settings.py's protocol
 
 One iteration is the real jitted train step of the setting's config (`biggan.train_step` or
-`diffusion.train_step`: forward, backward, Adam, EMA) on one device, on a fixed random batch.
+`diffusion.train_step`: forward, backward, Adam, EMA) on one device, on a fixed random batch,
+in a process set up as the train jobs set theirs up (on a CPU-only host,
+`gencore.host_memory.configure_cpu_process`).
 --precision: 'default' (fp32 at XLA's default precision: TF32 convolutions and products on
 NVIDIA GPUs from Ampere on), 'highest' (``jax_default_matmul_precision=highest``: fp32
 without TF32) or 'bf16' (``config.model.dtype=bfloat16``).
@@ -29,6 +31,7 @@ from step_settings import PRECISIONS, SETTINGS, serve
 
 from gencore import sharding
 from gencore.config_util import load_config
+from gencore.host_memory import configure_cpu_process
 
 _SETTING = flags.DEFINE_enum("setting", None, sorted(SETTINGS), "The setting to time.")
 _BATCH = flags.DEFINE_integer("batch", 0, "Per-device batch; 0: the setting's.")
@@ -104,6 +107,7 @@ def build(name: str, config: ml_collections.ConfigDict):
 
 def main(argv: list[str]) -> None:
     del argv
+    configure_cpu_process()   # as the train jobs do
     if _PRECISION.value == "highest":
         jax.config.update("jax_default_matmul_precision", "highest")
     config = setting_config(_SETTING.value, _BATCH.value, _WIDTH.value, _PRECISION.value,

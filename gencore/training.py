@@ -31,6 +31,7 @@ from gencore.checkpoint import (
 from gencore.config_util import check_config_arguments
 from gencore.console import progress_line, say, setup_job_logging, stop_on_error
 from gencore.hooks import PeriodicHook
+from gencore.host_memory import configure_cpu_process
 from gencore.images import image_grid, save_png
 from gencore.metric_writer import MetricWriter
 from gencore.preemption import PreemptionHandler
@@ -39,7 +40,8 @@ from gencore.preemption import PreemptionHandler
 def define_process_flags() -> Callable[[], None]:
     """Defines the flags that say which devices and processes a job runs on (call it under
     ``__main__`` of an entry point); returns ``setup_process()``, which applies them (call it
-    first in ``main``)."""
+    first in ``main``), after configuring a CPU-only process
+    (`gencore.host_memory.configure_cpu_process`)."""
     multihost = flags.DEFINE_bool(
         "multihost", False, "Call jax.distributed.initialize() with no arguments (TPU pods).")
     coordinator = flags.DEFINE_string(
@@ -51,6 +53,7 @@ def define_process_flags() -> Callable[[], None]:
         "cpu_devices", None, "Number of (fake) CPU devices for this process (pod rehearsal).")
 
     def setup_process() -> None:
+        configure_cpu_process()
         if cpu_devices.value:
             jax.config.update("jax_num_cpu_devices", cpu_devices.value)
         if coordinator.value:
