@@ -46,16 +46,23 @@ def cpu_only() -> bool:
     return not importlib.metadata.entry_points(group="jax_plugins")
 
 
-def reuse_freed_memory() -> bool:
-    """On glibc: no ``mmap`` and no trimming (``mallopt``); returns whether both were set
-    (False with another C library, e.g. on macOS)."""
+def glibc() -> ctypes.CDLL | None:
+    """The process's C library when it is glibc (it has ``gnu_get_libc_version``), else None
+    (e.g. on macOS)."""
     try:
         libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 (glibc only)
-    except (OSError, AttributeError):
-        return False
-    return all(libc.mallopt(param, value) == 1
-               for param, value in ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)))
+    except OSError:
+        return None
+    return libc if hasattr(libc, "gnu_get_libc_version") else None
+
+
+def reuse_freed_memory() -> bool:
+    """On glibc: no ``mmap`` and no trimming (``mallopt``); returns whether both were set
+    (False with another C library)."""
+    libc = glibc()
+    return libc is not None and all(
+        libc.mallopt(param, value) == 1
+        for param, value in ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)))
 
 
 def configure_cpu_process() -> bool:

@@ -1,11 +1,11 @@
 """BigGAN's train step with every switch on (2 D steps, 2 micro-batches, R1, D dropout, hinge
 margin, sigma0 penalty and clamp on G and D, freezing, DiffAugment with ADA, orthogonal
 regularization, EMA) for 3 steps on 8 devices equals the state recorded in
-``tests/data/biggan_step_every_switch.npz`` bit for bit (restructuring the step must not change
-its arithmetic). Another jax version compiles other float orderings, which 3 steps at lr 1e-2
+``tests/data/biggan_step_every_switch.<isa>.npz`` bit for bit (restructuring the step must not
+change its arithmetic). Another jax version compiles other float orderings, which 3 steps at lr 1e-2
 amplify past any fixed tolerance (2.7e-4 with jax 0.12), so there the test is skipped. XLA:CPU
 also compiles other orderings for another vector instruction set, so the state is recorded per
-set (``biggan_step_every_switch.<isa>.npz``: avx512, avx2) and the test is skipped on a CPU with
+set (<isa>: avx512, avx2) and the test is skipped on a CPU with
 none recorded. A change meant to alter the arithmetic (e.g. how XLA computes the convolutions)
 re-records the state with ``python3 tests/test_biggan_step_recorded.py`` (8 CPU devices) on a
 machine of each set."""

@@ -1,16 +1,15 @@
 """gencore.host_memory: when a job configures its process, and that freed memory is then reused
 (by malloc, and by a jitted program's temporary buffer)."""
 
-import ctypes
 import json
 import subprocess
 import sys
 import types
 
 import pytest
+from helpers import worker_env
 
 from gencore import host_memory
-from tests.helpers import worker_env
 
 # Allocates, touches and frees 256 MB three times with the C library's malloc; prints the
 # page faults each round took (after `reuse_freed_memory` when argv[1] == "reuse").
@@ -18,7 +17,7 @@ ROUNDS_SCRIPT = """
 import ctypes, json, resource, sys
 from gencore import host_memory
 applied = sys.argv[1] == "reuse" and host_memory.reuse_freed_memory()
-libc = ctypes.CDLL(None)
+libc = host_memory.glibc()
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 size, faults = 256 << 20, []
@@ -32,17 +31,13 @@ print(json.dumps({"applied": applied, "faults": faults}))
 """
 
 
-def is_glibc() -> bool:
-    return hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
-
-
 def page_faults(mode: str, script: str = ROUNDS_SCRIPT) -> dict:
     out = subprocess.run([sys.executable, "-c", script, mode], env=worker_env(),
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.splitlines()[-1])
 
 
-@pytest.mark.skipif(not is_glibc(), reason="mallopt is glibc's")
+@pytest.mark.skipif(host_memory.glibc() is None, reason="mallopt is glibc's")
 def test_freed_block_is_reused_without_page_faults():
     plain, reused = page_faults("plain"), page_faults("reuse")
     assert not plain["applied"] and reused["applied"]
@@ -76,7 +71,7 @@ print(json.dumps({"applied": configured, "faults": faults,
 """
 
 
-@pytest.mark.skipif(not is_glibc(), reason="mallopt is glibc's")
+@pytest.mark.skipif(host_memory.glibc() is None, reason="mallopt is glibc's")
 def test_configured_process_reuses_a_programs_temporary_buffer():
     plain, configured = page_faults("plain", PROGRAM_SCRIPT), page_faults("configure",
                                                                           PROGRAM_SCRIPT)
